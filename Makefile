@@ -1,0 +1,38 @@
+# ASaRG developer commands. `make test` sets everything up on a fresh machine and runs the suite.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU wheel of torch must be installed before anything that depends on torch, otherwise pip
+# resolves an unpinned `torch` to a multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+
+.PHONY: help install test test-fast lint demo clean
+
+help:
+	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
+	@echo "make test      install if needed, then run the whole test suite"
+	@echo "make test-fast run the suite without tests marked slow"
+	@echo "make lint      ruff"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
+	  $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
