@@ -1,0 +1,124 @@
+"""Tiny ASaRG models and processors built from code, offline: for tests, smoke runs and the demo's fallback.
+
+Everything here is randomly initialised (or trained in-process, for the tokenizer); nothing touches the Hub.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedTokenizerFast
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, default_segmenter_config
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+DEFAULT_CORPUS = [
+    "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.",
+    "Moderate cardiomegaly. Small left pleural effusion. Right lower lobe consolidation may represent pneumonia.",
+    "USER: ASSISTANT: Describe the findings of this chest radiograph.",
+    "Endotracheal tube and central venous catheter in place. Mild pulmonary edema. Bibasilar atelectasis.",
+]
+
+
+def tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `corpus` with the specials LLaVA needs (`<image>` is a single token)."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(corpus or DEFAULT_CORPUS, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def tiny_llava_config(tokenizer, image_size: int = 32, patch_size: int = 8, hidden: int = 32) -> LlavaConfig:
+    vision = CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=(image_size // patch_size) ** 2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def tiny_asarg_config(
+    tokenizer,
+    use_seg_features: bool = True,
+    use_seg_maps: bool = True,
+    num_seg_classes: int = 4,
+    seg_feature_channels: int = 8,
+    builtin_segmenter: bool = True,
+    seg_image_size: int = 32,
+    **overrides,
+) -> AsargConfig:
+    llava = tiny_llava_config(tokenizer).to_dict()
+    llava = {k: v for k, v in llava.items() if k not in {"model_type", "architectures"}}
+    segmenter = (
+        default_segmenter_config(num_seg_classes, seg_feature_channels, widths=(8, 16), image_size=seg_image_size)
+        if builtin_segmenter
+        else None
+    )
+    return AsargConfig(
+        **llava,
+        use_seg_features=use_seg_features,
+        use_seg_maps=use_seg_maps,
+        num_seg_classes=num_seg_classes,
+        seg_feature_channels=seg_feature_channels,
+        segmenter_config=segmenter,
+        **overrides,
+    )
+
+
+def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    segmenter = getattr(config, "segmenter_config", None)
+    return AsargProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        seg_image_size=segmenter["image_size"] if segmenter else None,
+        num_seg_classes=getattr(config, "num_seg_classes", None),
+    )
+
+
+def tiny_asarg(seed: int = 0, **config_kwargs) -> tuple[AsargForConditionalGeneration, AsargProcessor]:
+    """A tiny ASaRG model and its processor. Seg columns are zero (as for any fresh model)."""
+    import torch
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_asarg_config(tokenizer, **config_kwargs)
+    torch.manual_seed(seed)
+    model = AsargForConditionalGeneration(config).eval()
+    return model, tiny_processor(tokenizer, config)

@@ -1,0 +1,42 @@
+"""ASaRG model package.
+
+The three `*_asarg.py` files are the Hub remote-code folder: `save_pretrained` copies them next to the weights.
+This `__init__` is NOT uploaded: it registers the classes with the Auto API for in-process use and marks them for
+export, so every `save_pretrained` (Trainer checkpoints included) writes `auto_map` and the three files.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from .configuration_asarg import CXAS_CLASS_NAMES, AsargConfig, default_segmenter_config
+from .modeling_asarg import (
+    AsargForConditionalGeneration,
+    AsargModel,
+    AsargMultiModalProjector,
+    AsargPreTrainedModel,
+    AsargUNetSegmenter,
+    build_segmenter,
+)
+from .processing_asarg import AsargProcessor
+
+AutoConfig.register("asarg", AsargConfig, exist_ok=True)
+AutoModel.register(AsargConfig, AsargModel, exist_ok=True)
+AutoModelForImageTextToText.register(AsargConfig, AsargForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(AsargConfig, AsargProcessor, exist_ok=True)
+
+AsargConfig.register_for_auto_class()
+AsargModel.register_for_auto_class("AutoModel")
+AsargForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+AsargProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "CXAS_CLASS_NAMES",
+    "AsargConfig",
+    "AsargForConditionalGeneration",
+    "AsargModel",
+    "AsargMultiModalProjector",
+    "AsargPreTrainedModel",
+    "AsargProcessor",
+    "AsargUNetSegmenter",
+    "build_segmenter",
+    "default_segmenter_config",
+]

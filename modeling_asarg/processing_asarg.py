@@ -1,0 +1,216 @@
+"""ASaRG processor: LLaVA's processor plus segmenter input and user-supplied anatomy masks.
+
+From PIL or numpy images (8/16-bit, grayscale/RGB/RGBA) and text it builds every model input:
+`input_ids`, `attention_mask`, `pixel_values` (vision tower), `seg_pixel_values` (built-in segmenter: ImageNet
+normalisation as CXAS uses, at `seg_image_size`) and, when `segmentation_maps=` is given, `seg_maps` already
+area-pooled to the vision patch grid. Images are padded to a square first (LLaVA-1.5's "pad" mode), so the vision
+image, the segmenter image and the masks stay pixel-aligned whatever the aspect ratio.
+
+DICOM is read in the repository's `processing/` package, not here. Hub file: imports only numpy, PIL, torch,
+transformers and the standard library.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.models.llava.processing_llava import LlavaProcessor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# USER/ASSISTANT turns; `{% generation %}` marks what the model must learn (TRL's assistant_only_loss).
+DEFAULT_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}{%- generation -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
+    "{%- for part in message['content'] if part['type'] == 'text' -%}{{- part['text'] -}}{%- endfor -%}"
+    "{%- endif -%}{{- eos_token -}}{%- endgeneration -%}{{- '\n' -}}"
+    "{%- else -%}{{- message['role'] | upper + ': ' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<image>\n' -}}{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}{{- '\n' -}}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT: ' -}}{%- endif -%}"
+)
+
+
+def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Deep integer or float images -> uint8. Floats in [0,1] are scaled by 255; anything else is min-max scaled
+    per image (as CXAS does for DICOM), which keeps 12-bit data in a 16-bit container from turning black."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("The image contains NaN or infinite values.")
+    if np.issubdtype(array.dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
+        return np.round(values * 255).astype(np.uint8)
+    low, high = values.min(), values.max()
+    if high == low:
+        return np.zeros(array.shape, np.uint8)
+    return np.round((values - low) / (high - low) * 255).astype(np.uint8)
+
+
+def to_rgb_image(image, index: int = 0) -> Image.Image:
+    """One input image (PIL or numpy, any bit depth, L/RGB/RGBA) as an 8-bit RGB PIL image."""
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"images[{index}] is empty ({image.width}x{image.height} pixels).")
+        if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+            return Image.fromarray(_scale_to_uint8(np.asarray(image))).convert("RGB")
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise ValueError(f"images[{index}] is an empty array of shape {image.shape}.")
+        if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
+            image = image[..., :3] if image.shape[-1] != 1 else image[..., 0]
+        if image.ndim not in (2, 3):
+            raise ValueError(
+                f"images[{index}] has shape {image.shape}; expected H x W (grayscale) or H x W x C with C in 1, 3, 4."
+            )
+        return Image.fromarray(_scale_to_uint8(image)).convert("RGB")
+    raise ValueError(
+        f"images[{index}] is a {type(image).__name__}; expected a PIL.Image.Image or a numpy array (H x W or "
+        "H x W x C). Read files with PIL.Image.open, or DICOM with `processing.image_io.load_image`."
+    )
+
+
+def _pad_box(width: int, height: int) -> tuple[int, int, int]:
+    """Side of the square and the (left, top) offset that centres a width x height image in it."""
+    side = max(width, height)
+    return side, (side - width) // 2, (side - height) // 2
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    side, left, top = _pad_box(*image.size)
+    if (left, top) == (0, 0) and image.width == image.height:
+        return image
+    canvas = Image.new(image.mode, (side, side), 0)  # black: the background of a radiograph
+    canvas.paste(image, (left, top))
+    return canvas
+
+
+def _flatten_images(images) -> list:
+    if isinstance(images, (list, tuple)):
+        return [leaf for item in images for leaf in _flatten_images(item)]
+    return [images]
+
+
+class AsargProcessor(LlavaProcessor):
+    r"""LLaVA processor + segmentation inputs.
+
+    Args (besides LlavaProcessor's):
+        seg_image_size (`int`, *optional*): side of `seg_pixel_values` for the built-in segmenter (512 for CXAS);
+            `None` = do not produce them (models that take precomputed segmentation).
+        seg_image_mean, seg_image_std: normalisation of `seg_pixel_values` (ImageNet, as CXAS).
+        num_seg_classes (`int`, *optional*): K; masks given with `segmentation_maps=` must have K channels.
+        pad_to_square (`bool`): pad images (and masks) to a centred square with black before resizing.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        patch_size=None,
+        vision_feature_select_strategy=None,
+        chat_template=None,
+        image_token="<image>",
+        num_additional_image_tokens=0,
+        seg_image_size=None,
+        seg_image_mean=IMAGENET_MEAN,
+        seg_image_std=IMAGENET_STD,
+        num_seg_classes=None,
+        pad_to_square=True,
+        **kwargs,
+    ):
+        self.seg_image_size = seg_image_size
+        self.seg_image_mean = list(seg_image_mean)
+        self.seg_image_std = list(seg_image_std)
+        self.num_seg_classes = num_seg_classes
+        self.pad_to_square = pad_to_square
+        super().__init__(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=patch_size,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            chat_template=chat_template if chat_template is not None else DEFAULT_CHAT_TEMPLATE,
+            image_token=image_token,
+            num_additional_image_tokens=num_additional_image_tokens,
+            **kwargs,
+        )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(dict.fromkeys([*super().model_input_names, "seg_pixel_values", "seg_maps"]))
+
+    def __call__(self, images=None, text=None, segmentation_maps=None, **kwargs) -> BatchFeature:
+        """Like LlavaProcessor, plus `seg_pixel_values` and, for `segmentation_maps=` (one K x H x W array per image,
+        H x W = that image's size, values in [0, 1]), `seg_maps` area-pooled to the vision patch grid."""
+        if images is None:
+            if segmentation_maps is not None:
+                raise ValueError("segmentation_maps were given without images; give one mask stack per image.")
+            return super().__call__(images=None, text=text, **kwargs)
+        flat = _flatten_images(images)
+        if not flat:
+            raise ValueError("`images` is an empty list; pass at least one image or `images=None`.")
+        originals = [to_rgb_image(image, i) for i, image in enumerate(flat)]
+        squared = [pad_to_square(image) for image in originals] if self.pad_to_square else originals
+        outputs = super().__call__(images=squared, text=text, **kwargs)
+
+        extra = {}
+        if self.seg_image_size:
+            extra["seg_pixel_values"] = np.stack([self._seg_pixels(image) for image in squared])
+        if segmentation_maps is not None:
+            grid = tuple(int(s) // self.patch_size for s in np.asarray(outputs["pixel_values"][0]).shape[-2:])
+            extra["seg_maps"] = self._pool_masks(segmentation_maps, originals, grid)
+        tensor_type = kwargs.get("return_tensors")
+        return BatchFeature({**outputs, **extra}, tensor_type=tensor_type)
+
+    def _seg_pixels(self, image: Image.Image) -> np.ndarray:
+        side = self.seg_image_size
+        array = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR), np.float32) / 255.0
+        array = (array - np.asarray(self.seg_image_mean, np.float32)) / np.asarray(self.seg_image_std, np.float32)
+        return array.transpose(2, 0, 1)
+
+    def _pool_masks(self, segmentation_maps, images: list[Image.Image], grid: tuple[int, int]) -> np.ndarray:
+        stacks = (
+            [segmentation_maps]
+            if len(images) == 1 and not isinstance(segmentation_maps, (list, tuple))
+            else list(segmentation_maps)
+        )
+        if len(stacks) != len(images):
+            raise ValueError(f"Got {len(stacks)} mask stacks for {len(images)} images; give exactly one per image.")
+        return np.stack(
+            [self._pool_one(stack, image, i, grid) for i, (stack, image) in enumerate(zip(stacks, images))]
+        )
+
+    def _pool_one(self, stack, image: Image.Image, index: int, grid: tuple[int, int]) -> np.ndarray:
+        masks = torch.as_tensor(np.asarray(stack)).float()
+        if masks.dim() != 3:
+            raise ValueError(f"segmentation_maps[{index}] has shape {tuple(masks.shape)}; expected K x H x W.")
+        if self.num_seg_classes is not None and masks.shape[0] != self.num_seg_classes:
+            raise ValueError(
+                f"segmentation_maps[{index}] has {masks.shape[0]} classes but this processor expects "
+                f"num_seg_classes={self.num_seg_classes} (one channel per class, in the model's class order)."
+            )
+        if tuple(masks.shape[1:]) != (image.height, image.width):
+            raise ValueError(
+                f"segmentation_maps[{index}] is {masks.shape[1]}x{masks.shape[2]} but its image is "
+                f"{image.height}x{image.width}; masks must be at the image's resolution."
+            )
+        if masks.numel() and (masks.min() < 0 or masks.max() > 1):
+            raise ValueError(
+                f"segmentation_maps[{index}] has values outside [0, 1]; give binary masks or probabilities."
+            )
+        if self.pad_to_square:
+            side, left, top = _pad_box(image.width, image.height)
+            masks = F.pad(masks, (left, side - image.width - left, top, side - image.height - top))
+        # The same area pooling the model applies, so pooled and full-resolution masks give identical tokens.
+        return F.adaptive_avg_pool2d(masks[None], grid)[0].numpy()
+
+
+__all__ = ["AsargProcessor", "DEFAULT_CHAT_TEMPLATE", "to_rgb_image", "pad_to_square"]

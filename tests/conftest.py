@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny models built in code, offline, CPU only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from asarg.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture
+def make_asarg(tokenizer):
+    """Factory: (model, processor) for a tiny ASaRG; `live_seg=True` randomises the (zero-initialised) seg columns
+    so that seg inputs change the output without training."""
+    from asarg.tiny import tiny_asarg_config, tiny_processor
+    from modeling_asarg import AsargForConditionalGeneration
+
+    def make(live_seg: bool = False, seed: int = 0, **config_kwargs):
+        config = tiny_asarg_config(tokenizer, **config_kwargs)
+        torch.manual_seed(seed)
+        model = AsargForConditionalGeneration(config).eval()
+        if live_seg and config.seg_input_width:
+            linear = model.model.multi_modal_projector.linear_1
+            with torch.no_grad():
+                linear.weight[:, linear.first_seg_column :].normal_(0, 0.5)
+        return model, tiny_processor(tokenizer, config)
+
+    return make
+
+
+def xray_like(height: int = 40, width: int = 30, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((height, width)) * 255).astype(np.uint8), mode="L")
+
+
+def prompt_for(processor, report: str | None = None) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Findings?"}]}]
+    if report is None:
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": report}]})
+    return processor.apply_chat_template(messages)

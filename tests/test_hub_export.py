@@ -1,0 +1,128 @@
+"""Hub export: save_pretrained writes three flat files + auto_map; a fresh process without this package loads them
+with trust_remote_code and generates the same tokens. The Hub files import nothing of this repository."""
+
+from __future__ import annotations
+
+import ast
+import filecmp
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+from conftest import REPO, prompt_for, xray_like
+
+HUB_FILES = ("configuration_asarg.py", "modeling_asarg.py", "processing_asarg.py")
+ALLOWED_TOP_LEVEL = {"torch", "transformers", "numpy", "PIL"} | set(sys.stdlib_module_names)
+
+
+def test_hub_files_import_only_allowed_modules():
+    package = REPO / "modeling_asarg"
+    for name in HUB_FILES:
+        tree = ast.parse((package / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+                assert roots <= ALLOWED_TOP_LEVEL, f"{name}: import {roots - ALLOWED_TOP_LEVEL}"
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: only `from .sibling import x`, sibling in the same flat folder
+                    assert node.level == 1 and node.module, f"{name}: use `from .sibling import name`"
+                    assert (package / f"{node.module}.py").name in HUB_FILES, f"{name}: .{node.module}"
+                else:
+                    root = node.module.split(".")[0]
+                    assert root in ALLOWED_TOP_LEVEL, f"{name}: from {node.module} import ..."
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockRepository(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"modeling_asarg", "asarg", "processing"}:
+                raise ImportError(f"{name} must not be importable in this test")
+
+    sys.meta_path.insert(0, BlockRepository())
+    import torch
+    from PIL import Image
+    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    folder, image_path, prompt, out_path = sys.argv[1:5]
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = processor(images=Image.open(image_path), text=prompt, return_tensors="pt")
+    tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    json.dump({
+        "config": type(config).__name__, "model": type(model).__name__, "base": type(base).__name__,
+        "processor": type(processor).__name__, "module": type(model).__module__,
+        "tokens": tokens.tolist(), "inputs": sorted(inputs),
+    }, open(out_path, "w"))
+    """
+)
+
+
+def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_asarg, tmp_path):
+    model, processor = make_asarg(live_seg=True)
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+    for name in HUB_FILES:
+        assert filecmp.cmp(folder / name, REPO / "modeling_asarg" / name, shallow=False), name
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "asarg"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_asarg.AsargConfig",
+        "AutoModel": "modeling_asarg.AsargModel",
+        "AutoModelForImageTextToText": "modeling_asarg.AsargForConditionalGeneration",
+    }
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_asarg.AsargProcessor"
+
+    image_path = tmp_path / "xray.png"
+    xray_like().save(image_path)
+    prompt = prompt_for(processor)
+    expected = model.generate(**processor(images=xray_like(), text=prompt, return_tensors="pt"), max_new_tokens=6)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = elsewhere / "load.py"
+    script.write_text(FRESH_PROCESS)
+    result_path = elsewhere / "result.json"
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), str(image_path), prompt, str(result_path)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(result_path.read_text())
+    assert result["module"].startswith("transformers_modules")
+    assert (result["config"], result["model"], result["base"], result["processor"]) == (
+        "AsargConfig",
+        "AsargForConditionalGeneration",
+        "AsargModel",
+        "AsargProcessor",
+    )
+    assert "seg_pixel_values" in result["inputs"]
+    assert result["tokens"] == expected.tolist()
+
+
+def test_local_auto_classes_resolve_to_the_package(make_asarg, tmp_path):
+    from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    model, processor = make_asarg()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert type(loaded).__module__ == "modeling_asarg.modeling_asarg"
+    assert type(AutoModel.from_pretrained(tmp_path)).__name__ == "AsargModel"
+    assert type(AutoProcessor.from_pretrained(tmp_path)).__name__ == "AsargProcessor"
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
