@@ -87,13 +87,15 @@ def tiny_asarg_config(
         else None
     )
     return AsargConfig(
-        **llava,
-        use_seg_features=use_seg_features,
-        use_seg_maps=use_seg_maps,
-        num_seg_classes=num_seg_classes,
-        seg_feature_channels=seg_feature_channels,
-        segmenter_config=segmenter,
-        **overrides,
+        **{
+            **llava,
+            "use_seg_features": use_seg_features,
+            "use_seg_maps": use_seg_maps,
+            "num_seg_classes": num_seg_classes,
+            "seg_feature_channels": seg_feature_channels,
+            "segmenter_config": segmenter,
+            **overrides,
+        }
     )
 
 

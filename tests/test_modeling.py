@@ -194,3 +194,35 @@ def test_config_validation_messages(tokenizer):
     with pytest.raises(ValueError, match="feature_channels"):
         AsargConfig(segmenter_config={"num_classes": 159, "feature_channels": 3})
     assert AsargConfig().seg_class_names[134] == "lung"
+
+
+@pytest.mark.parametrize(
+    "strategy, layer",
+    [("default", -2), ("full", -2), ("default", [-2, -1])],
+    ids=["default", "full-cls", "two-layers"],
+)
+def test_vision_feature_choices_keep_seg_fusion_aligned(tokenizer, strategy, layer):
+    from asarg.tiny import tiny_processor
+
+    config = tiny_asarg_config(
+        tokenizer, vision_feature_select_strategy=strategy, vision_feature_layer=layer, builtin_segmenter=False
+    )
+    torch.manual_seed(0)
+    model = AsargForConditionalGeneration(config).eval()
+    processor = tiny_processor(tokenizer, config)
+    inputs = _inputs(processor, masks=True)
+    features = torch.randn(1, 8, 8, 8)
+    out = model.model.get_image_features(inputs["pixel_values"], seg_maps=inputs["seg_maps"], seg_features=features)
+    tokens = 16 + (strategy == "full")
+    assert out.pooler_output[0].shape == (tokens, 32)
+    with torch.no_grad():
+        model(**inputs, seg_features=features)  # image tokens and features line up
+
+
+def test_bfloat16_model_runs_with_float_seg_inputs(make_asarg):
+    model, processor = make_asarg(live_seg=True)
+    model = model.to(torch.bfloat16)
+    inputs = _inputs(processor, masks=True)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()

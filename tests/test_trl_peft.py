@@ -48,16 +48,16 @@ def _sft_config(tmp_path, **overrides):
     return trl.SFTConfig(**{**defaults, **overrides})
 
 
-def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "grad-checkpointing"])
+def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path, checkpointing):
     model, processor = make_asarg()
     linear = model.model.multi_modal_projector.linear_1
     seg_before = linear.weight[:, linear.first_seg_column :].detach().clone()
     seen = []
     model.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(sorted(kw)), with_kwargs=True)
 
-    trainer = trl.SFTTrainer(
-        model=model, args=_sft_config(tmp_path), train_dataset=_dataset(), processing_class=processor
-    )
+    args = _sft_config(tmp_path, gradient_checkpointing=checkpointing)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=processor)
     trainer.train()
 
     assert seen and "seg_pixel_values" in seen[0], f"the base model got {seen[:1]}"
