@@ -12,6 +12,11 @@ import sys
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "label": ("processing.report_labeler.cli:label_main", "label reports with the 14 CheXpert observations"),
+    "evaluate": ("processing.evaluation_cli:evaluate_main", "CE (and NLG) scores of generated reports, per-label chart"),
+    "convert-cxas": ("processing.cxas_convert:main", "CXAS / torchxrayvision weights -> ASaRG segmenter"),
+    "synth": ("processing.synthcxr.cli:synth_main", "generate the SynthCXR benchmark"),
+    "contact-sheet": ("processing.synthcxr.cli:contact_sheet_main", "PNG of SynthCXR examples with mask overlays"),
 }
 
 

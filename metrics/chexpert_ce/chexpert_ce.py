@@ -1,0 +1,93 @@
+"""CheXpert clinical-efficacy (CE) metric: precision / recall / F1 of the 14 CheXpert observations that a labeler
+finds in generated vs reference chest X-ray reports."""
+
+import datasets
+import evaluate
+
+# The labeler and the maths live in the installed `asarg` package (its `processing` module), so this script stays a
+# thin shell and nothing is copied: evaluate's loader only copies single-file relative imports, and the labeler is a
+# package with phrase-list data files. The "From:" comment names the pip package in evaluate's missing-import error.
+from processing.clinical_efficacy import check_pair, compute_ce  # From: asarg
+
+_CITATION = """\
+@article{irvin2019chexpert,
+  title={CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison},
+  author={Irvin, Jeremy and Rajpurkar, Pranav and Ko, Michael and others},
+  journal={Proceedings of the AAAI Conference on Artificial Intelligence},
+  year={2019}
+}
+@inproceedings{chen2020r2gen,
+  title={Generating Radiology Reports via Memory-driven Transformer},
+  author={Chen, Zhihong and Song, Yan and Chang, Tsung-Hui and Wan, Xiang},
+  booktitle={EMNLP},
+  year={2020}
+}
+"""
+
+_DESCRIPTION = """\
+Clinical efficacy (CE) of generated radiology reports. Both the predictions and the references are labelled with the
+14 CheXpert observations (1 positive, 0 negative, -1 uncertain, blank), binarised under an explicit convention, and
+compared: precision, recall and F1 (micro, macro and example-based) plus per-label scores. The definition is part
+of the arguments and echoed in the result. Default: the R2Gen convention (built-in rule-based CheXpert labeler,
+only 1 is positive, 14 labels), which COMG / ORID / R2GenCMN report.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `str`): generated reports.
+    references (`list` of `str`): reference reports of the same studies, in the same order.
+    labeler (`str`, default "chexpert-rules"): "chexpert-rules" (built-in, offline) or "chexbert" (needs
+        `chexbert_path`).
+    uncertain (`str`, default "negative"): how uncertain (-1) counts: "negative" (R2Gen) or "positive".
+    labels (`int`, default 14): 14 observations or the 5 competition ones.
+    chexbert_path (`str`, optional): local CheXbert checkpoint (chexbert.pth); its folder or `tokenizer_path` must
+        hold a bert-base-uncased tokenizer.
+Returns:
+    f1_micro, precision_micro, recall_micro, f1_macro, precision_macro, recall_macro, f1_example, precision_example,
+    recall_example (`float`), per_label (`dict`: label -> precision, recall, f1, support, predicted),
+    definition (`str`), definition_args (`dict`), num_reports (`int`).
+Examples:
+    >>> ce = evaluate.load("metrics/chexpert_ce")
+    >>> result = ce.compute(predictions=["Mild cardiomegaly. No effusion."],
+    ...                     references=["Cardiomegaly with small left pleural effusion."])
+    >>> round(result["f1_micro"], 4)
+    0.6667
+    >>> result["definition_args"]["uncertain"], result["definition_args"]["labels"]
+    ('negative', 14)
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class ChexpertCE(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+            reference_urls=[
+                "https://github.com/stanfordmlgroup/chexpert-labeler",
+                "https://github.com/zhjohnchan/R2Gen",
+            ],
+        )
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """Compute the CE scores (arguments below)."""
+        # Check before evaluate's Arrow conversion, which would turn None into null or fail with a generic message.
+        if predictions is not None or references is not None:
+            check_pair(predictions, references)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def _compute(
+        self, predictions, references, labeler="chexpert-rules", uncertain="negative", labels=14, chexbert_path=None
+    ):
+        return compute_ce(
+            list(predictions),
+            list(references),
+            labeler=labeler,
+            uncertain=uncertain,
+            labels=labels,
+            chexbert_path=chexbert_path,
+        )

@@ -1,0 +1,155 @@
+"""Clinical-efficacy (CE) scores of generated reports: label both sides with CheXpert observations, then precision /
+recall / F1 (micro, macro, example-based and per label). Pure numpy; the `evaluate` module in `metrics/chexpert_ce/`
+and the `asarg evaluate` command are thin wrappers around `compute_ce`.
+
+The definition is explicit and echoed in every result, because CE numbers in the literature differ by it:
+- `labeler`: "chexpert-rules" (built-in rule-based labeler) or "chexbert" (a local CheXbert checkpoint);
+- `uncertain`: "negative" (R2Gen / LLaVA-Rad "rrg": only 1 is positive) or "positive" (f1chexbert, "rrg+");
+- `labels`: 14 (all CheXpert observations, incl. No Finding) or 5 (Atelectasis, Cardiomegaly, Consolidation, Edema,
+  Pleural Effusion).
+Blank (not mentioned) and negative are always 0. Default = the R2Gen convention: chexpert-rules, uncertain
+negative, 14 labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from processing.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports, validate_reports
+from processing.report_labeler.api import LABELERS
+
+UNCERTAIN_CHOICES = ("negative", "positive")
+LABEL_SET_CHOICES = (14, 5)
+
+
+@dataclass(frozen=True)
+class CEDefinition:
+    labeler: str = "chexpert-rules"
+    uncertain: str = "negative"
+    labels: int = 14
+    chexbert_path: str | None = None
+
+    def __post_init__(self):
+        if self.labeler not in LABELERS:
+            raise ValueError(f"labeler={self.labeler!r} is not one of {LABELERS}.")
+        if self.labeler == "chexbert" and not self.chexbert_path:
+            raise ValueError("labeler='chexbert' needs chexbert_path: a local CheXbert checkpoint (chexbert.pth).")
+        if self.uncertain not in UNCERTAIN_CHOICES:
+            raise ValueError(f"uncertain={self.uncertain!r}: choose 'negative' (R2Gen) or 'positive'.")
+        if self.labels not in LABEL_SET_CHOICES:
+            raise ValueError(f"labels={self.labels!r}: choose 14 (all CheXpert observations) or 5.")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return CHEXPERT_LABELS if self.labels == 14 else CHEXPERT_5_LABELS
+
+    def describe(self) -> str:
+        convention = " (R2Gen convention)" if (self.uncertain, self.labels) == ("negative", 14) else ""
+        return (
+            f"CE over {self.labels} CheXpert labels, labeler={self.labeler}, positive = 1"
+            f"{' or -1 (uncertain)' if self.uncertain == 'positive' else ''}; blank, negative"
+            f"{'' if self.uncertain == 'positive' else ' and uncertain'} = 0{convention}"
+        )
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["label_names"] = list(self.label_names)
+        return d
+
+
+def binarize(values: np.ndarray, uncertain: str = "negative") -> np.ndarray:
+    """Labeler values (1, 0, -1, nan) -> 0/1 under the chosen reading of uncertain."""
+    values = np.asarray(values, dtype=float)
+    positive = values == 1
+    if uncertain == "positive":
+        positive |= values == -1
+    return positive.astype(np.int8)
+
+
+def _safe_div(num, den):
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def ce_scores(pred: np.ndarray, ref: np.ndarray, label_names) -> dict:
+    """P/R/F1 of binary (N, L) matrices, matching sklearn with zero_division=0: `micro` pools all cells, `macro`
+    averages per-label scores, `example` averages per-report scores (sklearn's average='samples'; a report with no
+    positives on either side scores 0, as in PromptMRG)."""
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape or pred.ndim != 2 or pred.shape[1] != len(label_names):
+        raise ValueError(f"pred {pred.shape} and ref {ref.shape} must both be (N, {len(label_names)}).")
+    tp_l, fp_l, fn_l = (pred & ref).sum(0), (pred & ~ref).sum(0), (~pred & ref).sum(0)
+    p_l, r_l, f_l = (
+        _safe_div(tp_l, tp_l + fp_l),
+        _safe_div(tp_l, tp_l + fn_l),
+        _safe_div(2 * tp_l, 2 * tp_l + fp_l + fn_l),
+    )
+    tp, fp, fn = tp_l.sum(), fp_l.sum(), fn_l.sum()
+    tp_e, npred_e, nref_e = (pred & ref).sum(1), pred.sum(1), ref.sum(1)
+    out = {
+        "precision_micro": float(_safe_div(tp, tp + fp)),
+        "recall_micro": float(_safe_div(tp, tp + fn)),
+        "f1_micro": float(_safe_div(2 * tp, 2 * tp + fp + fn)),
+        "precision_macro": float(p_l.mean()),
+        "recall_macro": float(r_l.mean()),
+        "f1_macro": float(f_l.mean()),
+        "precision_example": float(_safe_div(tp_e, npred_e).mean()),
+        "recall_example": float(_safe_div(tp_e, nref_e).mean()),
+        "f1_example": float(_safe_div(2 * tp_e, npred_e + nref_e).mean()),
+    }
+    out["per_label"] = {
+        name: {
+            "precision": float(p_l[j]),
+            "recall": float(r_l[j]),
+            "f1": float(f_l[j]),
+            "support": int(ref[:, j].sum()),
+            "predicted": int(pred[:, j].sum()),
+        }
+        for j, name in enumerate(label_names)
+    }
+    return out
+
+
+def check_pair(predictions, references) -> tuple[list[str], list[str]]:
+    predictions = validate_reports(predictions, "predictions")
+    references = validate_reports(references, "references")
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"Got {len(predictions)} predictions but {len(references)} references; CE compares reports of the same "
+            "studies pairwise, so pass one prediction per reference, in the same order."
+        )
+    if not predictions:
+        raise ValueError("No reports given: predictions and references are empty.")
+    return predictions, references
+
+
+def label_pair(predictions, references, definition: CEDefinition) -> tuple[np.ndarray, np.ndarray]:
+    """Binary (N, L) matrices of both sides under `definition` (labels both sides in one labeler pass)."""
+    predictions, references = check_pair(predictions, references)
+    values = label_reports(
+        predictions + references, labeler=definition.labeler, chexbert_path=definition.chexbert_path
+    )
+    cols = [CHEXPERT_LABELS.index(name) for name in definition.label_names]
+    binary = binarize(values[:, cols], definition.uncertain)
+    n = len(predictions)
+    return binary[:n], binary[n:]
+
+
+def compute_ce(
+    predictions,
+    references,
+    labeler: str = "chexpert-rules",
+    uncertain: str = "negative",
+    labels: int = 14,
+    chexbert_path: str | None = None,
+) -> dict:
+    """CE scores of `predictions` against `references` (lists of report strings of the same studies)."""
+    definition = CEDefinition(labeler=labeler, uncertain=uncertain, labels=int(labels), chexbert_path=chexbert_path)
+    pred, ref = label_pair(predictions, references, definition)
+    out = ce_scores(pred, ref, definition.label_names)
+    out["definition"] = definition.describe()
+    out["definition_args"] = definition.as_dict()
+    out["num_reports"] = int(pred.shape[0])
+    return out

@@ -1,0 +1,57 @@
+"""`asarg label`: label a CSV of reports with the 14 CheXpert observations (CheXpert labeler's output format)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from .api import LABELERS, label_reports
+from .constants import CHEXPERT_LABELS
+
+
+def read_csv_column(path: Path, column: str) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV, checking that `column` exists."""
+    if not path.is_file():
+        raise ValueError(f"Input file {path} does not exist.")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        if column not in header:
+            raise ValueError(f"{path} has no column {column!r}; its columns are {header}. Pass --column.")
+        rows = list(reader)
+    return header, rows
+
+
+def format_value(v: float) -> str:
+    # Same cells as the CheXpert labeler's CSV: 1.0 / 0.0 / -1.0, empty for blank.
+    return "" if math.isnan(v) else f"{v:.1f}"
+
+
+def label_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="asarg label", description=__doc__)
+    parser.add_argument("--input", required=True, type=Path, help="CSV file with one report per row")
+    parser.add_argument("--column", default="findings", help="column holding the report text (default: %(default)s)")
+    parser.add_argument("--output", required=True, type=Path, help="CSV to write: input columns + 14 label columns")
+    parser.add_argument("--labeler", choices=LABELERS, default="chexpert-rules")
+    parser.add_argument("--chexbert-path", help="local chexbert.pth (with --labeler chexbert)")
+    args = parser.parse_args(argv)
+    try:
+        header, rows = read_csv_column(args.input, args.column)
+        clash = sorted(set(header) & set(CHEXPERT_LABELS))
+        if clash:
+            raise ValueError(f"{args.input} already has label columns {clash}; rename them first.")
+        values = label_reports([r[args.column] or "" for r in rows], args.labeler, args.chexbert_path)
+    except ValueError as err:
+        print(f"asarg label: {err}", file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header + list(CHEXPERT_LABELS))
+        for row, vals in zip(rows, values, strict=True):
+            writer.writerow([row[h] for h in header] + [format_value(v) for v in vals])
+    print(f"labelled {len(rows)} reports -> {args.output}")
+    return 0

@@ -1,0 +1,47 @@
+"""Report text normalisation (the CheXpert labeler's load stage, without its sentence splitter)."""
+
+from __future__ import annotations
+
+import re
+
+_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+_SLASH = re.compile(r"(?<=[a-z])\s*/\s*(?=[a-z])")
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_DOTS = re.compile(r"\.{2,}")
+_PUNCT_SPACE = re.compile(r"([,;:])(?=\S)")
+_PERIOD_SPACE = re.compile(r"(?<=[a-z])\.(?=[a-z]{2,})")
+_SENTENCE_END = re.compile(r"[.?!](?=\s|$)|\n")
+
+
+def normalize(text: str) -> str:
+    """Lower-case; `and/or` and `X/Y` -> `or`; hyphens between letters -> spaces ("air-space" = "air space");
+    `..` -> `.`; a space after `,;:` and after a period glued to the next sentence ("apex.there"); one space between
+    words; line breaks kept as sentence ends."""
+    t = text.lower().replace("and/or", " or ")
+    t = _HYPHEN.sub(" ", t)
+    t = _SLASH.sub(" or ", t)
+    t = _DOTS.sub(".", t)
+    t = _PUNCT_SPACE.sub(r"\1 ", t)
+    t = _PERIOD_SPACE.sub(". ", t)
+    t = _SPACES.sub(" ", t)
+    return _NEWLINES.sub("\n", t).strip()
+
+
+def normalize_phrase(phrase: str) -> str:
+    """The part of `normalize` that applies to a phrase regex (the rest would break regex syntax such as `(?:`)."""
+    return _HYPHEN.sub(" ", phrase.lower())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split normalised text after `.?!` followed by a space (not inside "1.5 cm") and at line breaks."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        piece = text[start : m.end()].strip()
+        if piece:
+            out.append(piece)
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        out.append(tail)
+    return out
