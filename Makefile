@@ -15,11 +15,13 @@ help:
 	@echo "make test-fast run the suite without tests marked slow"
 	@echo "make lint      ruff"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .ci/install_parity.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# Reference CXAS implementations for the parity tests, kept off sys.path (see the script for why).
+	bash .ci/install_parity.sh $(BIN)/python
 	touch $(STAMP)
 
 install: $(STAMP)

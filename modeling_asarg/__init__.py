@@ -7,8 +7,17 @@ export, so every `save_pretrained` (Trainer checkpoints included) writes `auto_m
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-from .configuration_asarg import CXAS_CLASS_NAMES, AsargConfig, default_segmenter_config
+from .configuration_asarg import (
+    CXAS_ANATOMY_GROUPS,
+    CXAS_CLASS_NAMES,
+    CXAS_FEATURE_LEVELS,
+    AsargConfig,
+    cxas_seg_config,
+    cxas_segmenter_config,
+    default_segmenter_config,
+)
 from .modeling_asarg import (
+    AsargCxasUNetSegmenter,
     AsargForConditionalGeneration,
     AsargModel,
     AsargMultiModalProjector,
@@ -29,7 +38,10 @@ AsargForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToTe
 AsargProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "CXAS_ANATOMY_GROUPS",
     "CXAS_CLASS_NAMES",
+    "CXAS_FEATURE_LEVELS",
+    "AsargCxasUNetSegmenter",
     "AsargConfig",
     "AsargForConditionalGeneration",
     "AsargModel",
@@ -38,5 +50,7 @@ __all__ = [
     "AsargProcessor",
     "AsargUNetSegmenter",
     "build_segmenter",
+    "cxas_seg_config",
+    "cxas_segmenter_config",
     "default_segmenter_config",
 ]

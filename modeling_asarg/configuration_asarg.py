@@ -173,6 +173,47 @@ CXAS_CLASS_NAMES: tuple[str, ...] = (
 )
 
 
+# Coarse anatomical groups of CXAS classes (by name), for projectors that read a few group maps instead of all 159.
+# A group map is the union (max) or mean of its members' maps; see `AsargConfig.seg_class_groups`.
+CXAS_ANATOMY_GROUPS: dict[str, tuple[str, ...]] = {
+    "spine": CXAS_CLASS_NAMES[0:28],
+    "ribs": CXAS_CLASS_NAMES[28:29] + CXAS_CLASS_NAMES[36:105],
+    "sternum": ("sternum",),
+    "clavicles": ("clavicles", "clavicle left", "clavicle right"),
+    "scapulas": ("scapulas", "scapula left", "scapula right"),
+    "diaphragm": ("diaphragm", "left hemidiaphragm", "right hemidiaphragm"),
+    "abdomen": CXAS_CLASS_NAMES[108:115],
+    "mediastinum": CXAS_CLASS_NAMES[115:121],
+    "heart": CXAS_CLASS_NAMES[121:127],
+    "great vessels": CXAS_CLASS_NAMES[127:133],
+    "esophagus": ("esophagus",),
+    "right lung": tuple(n for n in CXAS_CLASS_NAMES[134:154] if "right" in n),
+    "left lung": tuple(n for n in CXAS_CLASS_NAMES[134:154] if "left" in n),
+    "lungs": CXAS_CLASS_NAMES[134:154],
+    "airway": ("trachea", "tracheal bifurcation"),
+    "breast": ("breast", "breast left", "breast right"),
+}
+
+# Intermediate maps of the CXAS U-Net (`AsargCxasUNetSegmenter`) that can feed the projector: name -> (channels,
+# stride). Names are CXAS's own: `feats` is what CXAS calls the "network features" (last decoder block, the input
+# of its 1x1 classifier); `feats_N_map` / `feats_last_map` are the ResNet-50 encoder levels; `up1..up3` the
+# earlier decoder blocks.
+CXAS_FEATURE_LEVELS: dict[str, tuple[int, int]] = {
+    "feats": (128, 4),
+    "up3": (64, 4),
+    "up2": (256, 8),
+    "up1": (512, 16),
+    "feats_1_map": (64, 4),
+    "feats_2_map": (256, 4),
+    "feats_3_map": (512, 8),
+    "feats_4_map": (1024, 16),
+    "feats_last_map": (2048, 32),
+}
+CXAS_ARCHITECTURE = "cxas_unet_resnet50"
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
 def default_segmenter_config(
     num_classes: int = len(CXAS_CLASS_NAMES),
     feature_channels: int = 128,
@@ -191,9 +232,80 @@ def default_segmenter_config(
         "widths": list(widths),
         "feature_channels": feature_channels,
         "image_size": image_size,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
+        "image_mean": list(IMAGENET_MEAN),
+        "image_std": list(IMAGENET_STD),
     }
+
+
+def cxas_segmenter_config(feature_level: str = "feats", class_names: list[str] | None = None) -> dict[str, Any]:
+    """Config of the CXAS-compatible segmenter (`AsargCxasUNetSegmenter`): ResNet-50 U-Net, 512x512 ImageNet-normalised
+    input, one logit map per class. `feature_level` picks the intermediate map the projector reads (see
+    `CXAS_FEATURE_LEVELS`); `class_names` name the segmenter's output channels (CXAS's 159 by default)."""
+    if feature_level not in CXAS_FEATURE_LEVELS:
+        raise ValueError(f"Unknown CXAS feature_level {feature_level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}.")
+    names = list(CXAS_CLASS_NAMES if class_names is None else class_names)
+    return {
+        "architecture": CXAS_ARCHITECTURE,
+        "in_channels": 3,
+        "num_classes": len(names),
+        "class_names": names,
+        "feature_level": feature_level,
+        "feature_channels": CXAS_FEATURE_LEVELS[feature_level][0],
+        "image_size": 512,
+        "image_mean": list(IMAGENET_MEAN),
+        "image_std": list(IMAGENET_STD),
+    }
+
+
+def _class_index(name_or_index: str | int, names: list[str] | tuple[str, ...]) -> int:
+    if isinstance(name_or_index, int):
+        if not 0 <= name_or_index < len(names):
+            raise ValueError(f"Class index {name_or_index} is out of range for {len(names)} segmenter classes.")
+        return name_or_index
+    if name_or_index not in names:
+        close = [n for n in names if name_or_index.lower() in n.lower()][:5]
+        raise ValueError(f"Unknown class name {name_or_index!r}; names are CXAS's, e.g. {close or list(names[:3])}.")
+    return names.index(name_or_index)
+
+
+def cxas_seg_config(
+    classes: list[str | int] | None = None,
+    groups: str | dict[str, list[str | int]] | None = None,
+    feature_level: str = "feats",
+    builtin_segmenter: bool = True,
+    group_reduction: str = "max",
+) -> dict[str, Any]:
+    """`AsargConfig` / `from_llava` keyword arguments for the paper's specialist (CXAS) and a choice of classes.
+
+    classes: None = all 159 maps; else a subset by CXAS name or index (the projector reads them in this order).
+    groups: `"anatomy"` (`CXAS_ANATOMY_GROUPS`) or {group name: [member names or indices]}: one map per group, the
+        `group_reduction` ("max" = union, or "mean") of its members. Exclusive with `classes`.
+    feature_level: which CXAS intermediate map feeds the projector (`CXAS_FEATURE_LEVELS`; default "feats").
+    builtin_segmenter: include the CXAS segmenter (`segmenter_config`); False for models fed precomputed maps.
+    """
+    if classes is not None and groups is not None:
+        raise ValueError("Give either `classes` (a subset) or `groups` (merged maps), not both.")
+    segmenter = cxas_segmenter_config(feature_level)
+    kwargs: dict[str, Any] = {
+        "seg_feature_channels": segmenter["feature_channels"],
+        "segmenter_config": segmenter if builtin_segmenter else None,
+        "seg_group_reduction": group_reduction,
+    }
+    if groups is not None:
+        groups = dict(CXAS_ANATOMY_GROUPS) if groups == "anatomy" else groups
+        if not isinstance(groups, dict):
+            raise ValueError(f"groups must be 'anatomy' or a dict name -> members, got {groups!r}.")
+        kwargs["seg_class_groups"] = [
+            [_class_index(m, CXAS_CLASS_NAMES) for m in members] for members in groups.values()
+        ]
+        kwargs["seg_class_names"] = list(groups)
+    elif classes is not None:
+        kwargs["seg_class_indices"] = [_class_index(c, CXAS_CLASS_NAMES) for c in classes]
+        kwargs["seg_class_names"] = [CXAS_CLASS_NAMES[i] for i in kwargs["seg_class_indices"]]
+    else:
+        kwargs["seg_class_names"] = list(CXAS_CLASS_NAMES)
+    kwargs["num_seg_classes"] = len(kwargs["seg_class_names"])
+    return kwargs
 
 
 class AsargConfig(LlavaConfig):
@@ -210,6 +322,15 @@ class AsargConfig(LlavaConfig):
     seg_feature_channels (`int`): C, channels of the intermediate feature map.
     segmenter_config (`dict` or `None`): the built-in segmenter (see `default_segmenter_config`); `None` when the
         segmentation inputs are always given precomputed (`seg_maps`, `seg_features`).
+    seg_class_indices (`list[int]` or `None`): which of the built-in segmenter's output channels the projector reads,
+        in this order (e.g. 20 of CXAS's 159); `None` = all of them. Then `num_seg_classes == len(seg_class_indices)`.
+    seg_class_groups (`list[list[int]]` or `None`): instead of single channels, one map per group of segmenter
+        channels (e.g. `CXAS_ANATOMY_GROUPS`), reduced by `seg_group_reduction`; name the groups in `seg_class_names`
+        (a list, not a dict: config.json sorts dict keys, which would scramble the channel order). Exclusive with
+        `seg_class_indices`. Selection and grouping happen at the segmenter's full
+        resolution, before pooling to the patch grid; precomputed `seg_maps` must already have the K selected maps.
+    seg_group_reduction (`"max"` or `"mean"`): a group map is the union (max) or the mean of its members' maps.
+    See `cxas_seg_config` for building these fields from CXAS class names.
     seg_map_activation (`"threshold"` or `"sigmoid"`): how the built-in segmenter's logits become maps: binary masks
         at 0.5 as CXAS ships them (`segmentation_preds`), or soft probabilities.
     freeze_segmenter (`bool`): keep the built-in segmenter frozen (no gradients, always in eval mode) — the paper's
@@ -227,18 +348,51 @@ class AsargConfig(LlavaConfig):
     seg_class_names: list[str] | None = None
     seg_feature_channels: int = 128
     segmenter_config: dict | None = None
+    seg_class_indices: list[int] | None = None
+    seg_class_groups: list[list[int]] | None = None
+    seg_group_reduction: Literal["max", "mean"] = "max"
     seg_map_activation: Literal["threshold", "sigmoid"] = "threshold"
     freeze_segmenter: bool = True
     missing_seg_inputs: Literal["warn", "error"] = "warn"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self._derive_class_selection()
         if self.seg_class_names is None:
-            if self.num_seg_classes == len(CXAS_CLASS_NAMES):
-                self.seg_class_names = list(CXAS_CLASS_NAMES)
-            else:
-                self.seg_class_names = [f"class_{i}" for i in range(self.num_seg_classes)]
+            self.seg_class_names = self._default_class_names()
         self._check_seg_fields()
+
+    def _derive_class_selection(self) -> None:
+        """With a class selection, K follows from it: the default `num_seg_classes` (159) is replaced, any other
+        value must agree (checked in `_check_seg_fields`)."""
+        if self.seg_class_indices is not None and self.seg_class_groups is not None:
+            raise ValueError("Set either seg_class_indices (a subset) or seg_class_groups (merged maps), not both.")
+        selection = self.seg_class_selection
+        if selection is not None and self.num_seg_classes == len(CXAS_CLASS_NAMES):
+            self.num_seg_classes = len(selection)
+        if self.seg_class_groups is not None and self.seg_class_names is None:
+            self.seg_class_names = [f"group_{i}" for i in range(len(self.seg_class_groups))]
+
+    def _default_class_names(self) -> list[str]:
+        source = (self.segmenter_config or {}).get("class_names")
+        if source is None and (self.segmenter_config or {}).get("num_classes", self.num_seg_classes) == len(
+            CXAS_CLASS_NAMES
+        ):
+            source = list(CXAS_CLASS_NAMES)
+        if self.seg_class_indices is not None and source is not None:
+            return [source[i] if 0 <= i < len(source) else f"class_{i}" for i in self.seg_class_indices]
+        if source is not None and len(source) == self.num_seg_classes:
+            return list(source)
+        return [f"class_{i}" for i in range(self.num_seg_classes)]
+
+    @property
+    def seg_class_selection(self) -> list[list[int]] | None:
+        """Per projector map, the segmenter channels it is made of (`None`: channel k is segmenter channel k)."""
+        if self.seg_class_groups is not None:
+            return [[int(i) for i in members] for members in self.seg_class_groups]
+        if self.seg_class_indices is not None:
+            return [[int(i)] for i in self.seg_class_indices]
+        return None
 
     def _check_seg_fields(self) -> None:
         if self.num_seg_classes < 1:
@@ -250,18 +404,47 @@ class AsargConfig(LlavaConfig):
                 f"seg_class_names has {len(self.seg_class_names)} names but num_seg_classes={self.num_seg_classes}; "
                 "give one name per segmentation channel."
             )
+        self._check_class_selection()
         seg = self.segmenter_config
         if seg is None:
             return
-        if seg.get("num_classes") != self.num_seg_classes:
-            raise ValueError(
-                f"segmenter_config['num_classes']={seg.get('num_classes')} but num_seg_classes={self.num_seg_classes}; "
-                "the built-in segmenter must produce exactly the maps the projector reads."
-            )
+        self._check_selection_against_segmenter(seg)
         if seg.get("feature_channels") != self.seg_feature_channels:
             raise ValueError(
                 f"segmenter_config['feature_channels']={seg.get('feature_channels')} but "
                 f"seg_feature_channels={self.seg_feature_channels}; they must match."
+            )
+        if seg.get("architecture") == CXAS_ARCHITECTURE:
+            _check_cxas_segmenter_config(seg)
+
+    def _check_class_selection(self) -> None:
+        selection = self.seg_class_selection
+        if selection is None:
+            return
+        if len(selection) != self.num_seg_classes:
+            raise ValueError(
+                f"The class selection has {len(selection)} maps but num_seg_classes={self.num_seg_classes}; leave "
+                "num_seg_classes unset (it follows from seg_class_indices / seg_class_groups) or make them agree."
+            )
+        if any(not members for members in selection):
+            raise ValueError("Every group in seg_class_groups needs at least one member class.")
+
+    def _check_selection_against_segmenter(self, seg: dict) -> None:
+        source = seg.get("num_classes")
+        selection = self.seg_class_selection
+        if selection is None:
+            if source != self.num_seg_classes:
+                raise ValueError(
+                    f"segmenter_config['num_classes']={source} but num_seg_classes={self.num_seg_classes}; the "
+                    "projector reads every segmenter map unless you choose some with seg_class_indices or "
+                    "seg_class_groups."
+                )
+            return
+        out_of_range = sorted({i for members in selection for i in members if not 0 <= i < source})
+        if out_of_range:
+            raise ValueError(
+                f"seg_class_indices/seg_class_groups refer to segmenter channels {out_of_range} but the segmenter "
+                f"has {source} classes (0..{source - 1})."
             )
 
     @property
@@ -270,4 +453,31 @@ class AsargConfig(LlavaConfig):
         return self.seg_feature_channels * self.use_seg_features + self.num_seg_classes * self.use_seg_maps
 
 
-__all__ = ["AsargConfig", "CXAS_CLASS_NAMES", "default_segmenter_config"]
+def _check_cxas_segmenter_config(seg: dict) -> None:
+    level = seg.get("feature_level", "feats")
+    if level not in CXAS_FEATURE_LEVELS:
+        raise ValueError(f"segmenter_config['feature_level']={level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}.")
+    channels = CXAS_FEATURE_LEVELS[level][0]
+    if seg.get("feature_channels") != channels:
+        raise ValueError(
+            f"segmenter_config['feature_channels']={seg.get('feature_channels')} but the CXAS level {level!r} has "
+            f"{channels} channels; use cxas_segmenter_config(feature_level={level!r})."
+        )
+    names = seg.get("class_names")
+    if names is not None and len(names) != seg.get("num_classes"):
+        raise ValueError(
+            f"segmenter_config has {len(names)} class_names for num_classes={seg.get('num_classes')}; give one name "
+            "per segmenter output channel."
+        )
+
+
+__all__ = [
+    "AsargConfig",
+    "CXAS_ANATOMY_GROUPS",
+    "CXAS_ARCHITECTURE",
+    "CXAS_CLASS_NAMES",
+    "CXAS_FEATURE_LEVELS",
+    "cxas_seg_config",
+    "cxas_segmenter_config",
+    "default_segmenter_config",
+]
