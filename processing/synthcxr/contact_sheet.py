@@ -1,0 +1,76 @@
+"""A contact sheet PNG: films, the same films with anatomy-mask and finding overlays, labels and reports.
+
+For people to look at: does it resemble a frontal chest radiograph, do the masks sit on the anatomy, do the
+reports and labels match what is drawn?
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .generator import generate_study
+from .masks import write_atomic
+
+# overlay colours per structure group (RGB); later groups are painted over earlier ones
+GROUPS = [("ribs", lambda n: " rib " in n, (230, 200, 60)), ("lungs", lambda n: n in ("right lung", "left lung"),
+          (60, 140, 255)), ("heart", lambda n: n == "heart", (255, 80, 80)),
+          ("mediastinum", lambda n: n == "upper mediastinum", (255, 150, 40)),
+          ("trachea", lambda n: n == "trachea", (40, 220, 220)), ("spine", lambda n: n == "spine", (170, 90, 255)),
+          ("clavicles", lambda n: n.startswith("clavicle"), (120, 255, 120)),
+          ("diaphragm", lambda n: n.endswith("hemidiaphragm"), (255, 90, 220))]
+
+
+def overlay(image: np.ndarray, names, masks: np.ndarray, findings: list | None = None) -> Image.Image:
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    for _, pick, colour in GROUPS:
+        sel = np.zeros(image.shape, bool)
+        for n, m in zip(names, masks, strict=True):
+            if pick(n):
+                sel |= m
+        rgb[sel] = 0.55 * rgb[sel] + 0.45 * np.array(colour, np.float32)
+    for f in findings or []:  # finding pixels in solid red, so small lesions stay visible
+        if f.mask is not None:
+            rgb[f.mask] = 0.3 * rgb[f.mask] + 0.7 * np.array([255, 0, 0], np.float32)
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def contact_sheet(seed: int = 0, start: int = 0, n: int = 8, size: int = 256, cols: int = 4) -> Image.Image:
+    tile_w, text_h = 2 * size, int(size * 0.95)
+    rows = (n + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * tile_w, rows * (size + text_h)), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), _font(max(9, size // 22))
+    for k in range(n):
+        st = generate_study(seed, start + k, size)
+        x, y = (k % cols) * tile_w, (k // cols) * (size + text_h)
+        sheet.paste(Image.fromarray(st.image).convert("RGB"), (x, y))
+        sheet.paste(overlay(st.image, st.mask_names, st.masks, st.findings), (x + size, y))
+        pos = [o for o, v in st.labels.items() if v == 1]
+        unc = [o for o, v in st.labels.items() if v == -1]
+        head = f"{st.id}  CTR {st.measurements['ctr']:.2f}  | 1: {', '.join(pos) or '-'}" + (
+            f" | -1: {', '.join(unc)}" if unc else "")
+        body = textwrap.fill(head, width=int(tile_w / (font.size * 0.5))) + "\n" + textwrap.fill(
+            st.report, width=int(tile_w / (font.size * 0.5)))
+        draw.multiline_text((x + 4, y + size + 3), body, fill=(0, 0, 0), font=font, spacing=2)
+    return sheet
+
+
+def save_contact_sheet(path: str | Path, **kwargs) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    contact_sheet(**kwargs).save(buf, format="PNG")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())
+    return path

@@ -1,0 +1,154 @@
+"""Write a SynthCXR dataset to disk (images, masks, JSONL manifests) and load it back as a DatasetDict.
+
+Layout of DIR:
+  dataset_info.json            version, seed, size, n, split counts, anatomy class names, label distribution
+  train.jsonl / validation.jsonl / test.jsonl   one record per study (see README.md, "Manifest")
+  images/<id>.png              8-bit grayscale film
+  masks/<id>.npz               anatomy + finding masks (masks.py)
+Split of study `index`: index % 10 in 0..7 -> train, 8 -> validation, 9 -> test. It depends on the index only, so
+a larger generation with the same seed contains every study of a smaller one, in the same split.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .findings import CHEXPERT
+from .generator import ANATOMY_CLASSES, VERSION, Study, generate_study
+from .masks import load_mask_file, pack, write_atomic
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_of(index: int) -> str:
+    r = index % 10
+    return "train" if r < 8 else "validation" if r == 8 else "test"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def record(study: Study) -> dict:
+    return {"id": study.id, "index": study.index, "seed": study.seed, "version": study.version,
+            "split": split_of(study.index), "image": f"images/{study.id}.png", "mask": f"masks/{study.id}.npz",
+            "findings_text": study.report, "labels": study.labels, "findings": [f.to_json() for f in study.findings],
+            "measurements": study.measurements, "distractors": study.distractors}
+
+
+def finding_masks(study: Study) -> np.ndarray:
+    h, w = study.image.shape
+    out = np.zeros((len(study.findings), h, w), bool)
+    for i, f in enumerate(study.findings):
+        if f.mask is not None:
+            out[i] = f.mask
+    return out
+
+
+def write_study(study: Study, out: Path) -> dict:
+    write_atomic(out / "images" / f"{study.id}.png", png_bytes(study.image))
+    write_atomic(out / "masks" / f"{study.id}.npz", pack(study.mask_names, study.masks, finding_masks(study)))
+    return record(study)
+
+
+def _work(args) -> list[dict]:
+    seed, indices, size, out = args
+    return [write_study(generate_study(seed, i, size), Path(out)) for i in indices]
+
+
+def label_distribution(records: list[dict]) -> dict:
+    """Per observation: counts of 1, 0, -1 and blank."""
+    dist = {o: Counter() for o in CHEXPERT}
+    for r in records:
+        for o in CHEXPERT:
+            v = r["labels"][o]
+            dist[o]["blank" if v is None else str(v)] += 1
+    return {o: {k: c[k] for k in ("1", "-1", "0", "blank")} for o, c in dist.items()}
+
+
+def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, size: int = 256, workers: int = 1,
+                  progress: bool = False) -> dict:
+    """Generate studies 0..n-1 of `seed` into `out`; returns dataset_info. Deterministic for any `workers`."""
+    if n <= 0 or size < 64:
+        raise ValueError(f"need n > 0 and size >= 64 (got n={n}, size={size})")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    chunks = [list(range(i, min(n, i + 200))) for i in range(0, n, 200)]
+    jobs = [(seed, c, size, str(out)) for c in chunks]
+    records: list[dict] = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            for part in ex.map(_work, jobs):
+                records += part
+                _progress(progress, len(records), n)
+    else:
+        for job in jobs:
+            records += _work(job)
+            _progress(progress, len(records), n)
+    by_split = {s: [r for r in records if r["split"] == s] for s in SPLITS}
+    for s, recs in by_split.items():
+        write_atomic(out / f"{s}.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
+    info = {"version": VERSION, "seed": seed, "n": n, "size": size, "splits": {s: len(r) for s, r in by_split.items()},
+            "anatomy_classes": list(ANATOMY_CLASSES), "label_distribution": label_distribution(records)}
+    write_atomic(out / "dataset_info.json", json.dumps(info, indent=1).encode())
+    return info
+
+
+def _progress(on: bool, done: int, n: int) -> None:
+    if on:
+        print(f"\r{done}/{n} studies", end="\n" if done >= n else "", flush=True)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_manifest(root: str | os.PathLike, split: str) -> list[dict]:
+    path = Path(root) / f"{split}.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: {root} is not a SynthCXR directory (generate one with `asarg synth`)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_masks(study: dict, root: str | os.PathLike | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+    """(names, bool (K, H, W)) anatomy masks of a manifest record. `root` defaults to record['root'] if present."""
+    base = Path(root if root is not None else study.get("root", "."))
+    names, anatomy, _ = load_mask_file(base / study["mask"])
+    return names, anatomy
+
+
+def load_finding_masks(study: dict, root: str | os.PathLike | None = None) -> np.ndarray:
+    """bool (F, H, W): one mask per entry of record['findings'] (for grounding evaluation, not a model input)."""
+    base = Path(root if root is not None else study.get("root", "."))
+    return load_mask_file(base / study["mask"])[2]
+
+
+def load_synthcxr(root: str | os.PathLike, prompt: str | None = None, splits=SPLITS):
+    """DatasetDict (train/validation/test) in TRL conversational format: `images` + `messages`, plus `id`,
+    `report`, `labels` (14 CheXpert, 1/0/-1/None), `mask` (path of the .npz) and `findings_json`."""
+    import datasets
+
+    from ..loaders.common import DEFAULT_PROMPT, row, to_datasets
+
+    root = Path(root).resolve()
+    version = json.loads((root / "dataset_info.json").read_text()).get("version") if (
+        root / "dataset_info.json").is_file() else None
+    if version != VERSION:
+        raise ValueError(f"{root} holds {version!r}, this code reads {VERSION!r}; regenerate it with `asarg synth`")
+    rows = {}
+    for s in splits:
+        rows[s] = [row(r["id"], [str(root / r["image"])], r["findings_text"], prompt or DEFAULT_PROMPT, r["labels"],
+                       mask=str(root / r["mask"]), findings_json=json.dumps(r["findings"]))
+                   for r in read_manifest(root, s)]
+    extra = {"mask": datasets.Value("string"), "findings_json": datasets.Value("string")}
+    return to_datasets(rows, extra)
