@@ -5,14 +5,19 @@ each mention is classified by pre-negation uncertainty -> negation -> post-negat
 value per observation aggregates its mentions (positive > uncertain > negative); No Finding is positive when no
 observation other than Support Devices, and no "other finding", is positive or uncertain.
 
-Every rule is scoped to a sentence, so a report is labelled sentence by sentence: one regex pass finds all mentions of
-a sentence, one more (only for sentences with a mention) all triggers and scope breakers, and scopes are decided from
-match offsets. Sentence results are memoised (report sets repeat sentences a lot).
+Every rule is scoped to a sentence, so a report is labelled sentence by sentence: one regex pass finds the positions
+where a phrase or trigger can start (`scanner.MultiScanner`), the phrase lists and negation triggers are matched
+there, and only for a sentence with a mention are the other triggers and scope breakers matched, each group when a
+rule first asks for it; scopes are decided from match offsets. Sentence results are memoised (report sets repeat
+sentences a lot; `cache_size=0` turns that off, and the labeler is fast enough without it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import sys
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
@@ -25,11 +30,12 @@ from .constants import (
     POSITIVE,
     UNCERTAIN,
 )
-from .phrases import load_phrase_scanner
+from .phrases import load_phrase_patterns
 from .scanner import MultiScanner
 from .text import normalize, split_sentences
 
 BLANK = math.nan
+_COMMA = re.compile(",")
 
 
 @dataclass(frozen=True)
@@ -68,26 +74,48 @@ class _Offsets:
             i += 1
 
 
-_TRIGGERS = MultiScanner(
-    {
-        name: p.pattern
-        for name, p in {
-            "pre_unc_fwd": rules.PRE_UNCERTAINTY_FWD,
-            "pre_unc_bwd": rules.PRE_UNCERTAINTY_BWD,
-            "neg_fwd": rules.NEGATION_FWD,
-            "neg_bwd": rules.NEGATION_BWD,
-            "normal_fwd": rules.NORMAL_FWD,
-            "normal_bwd": rules.NORMAL_BWD,
-            "unc_fwd": rules.UNCERTAINTY_FWD,
-            "unc_bwd": rules.UNCERTAINTY_BWD,
-            "coord": rules.COORDINATION,
-            "fwd_stop": rules.FORWARD_STOP,
-            "short_stop": rules.SHORT_FORWARD_STOP,
-            "bwd_stop": rules.BACKWARD_STOP,
-            "clause_stop": rules.CLAUSE_STOP,
-        }.items()
+_NO_MATCH = _Offsets([])
+
+# Triggers and scope breakers, in parts that are matched in a sentence only when a rule first asks for one of them:
+# negation and pre-negation uncertainty are asked for every mention (and are matched together with the phrase lists),
+# hedges only for mentions not negated, the normal words, clause and short-scope breakers only for anatomy anchors,
+# and the forward / backward scope breakers only when a trigger comes before / after a mention.
+_TRIGGER_PARTS: dict[str, dict[str, re.Pattern[str]]] = {
+    "negation": {
+        "pre_unc_fwd": rules.PRE_UNCERTAINTY_FWD,
+        "pre_unc_bwd": rules.PRE_UNCERTAINTY_BWD,
+        "neg_fwd": rules.NEGATION_FWD,
+        "neg_bwd": rules.NEGATION_BWD,
+    },
+    "hedge": {"unc_fwd": rules.UNCERTAINTY_FWD, "unc_bwd": rules.UNCERTAINTY_BWD, "coord": rules.COORDINATION},
+    "anchor": {
+        "normal_fwd": rules.NORMAL_FWD,
+        "normal_bwd": rules.NORMAL_BWD,
+        "short_stop": rules.SHORT_FORWARD_STOP,
+        "clause_stop": rules.CLAUSE_STOP,
+    },
+    "fwd_stop": {"fwd_stop": rules.FORWARD_STOP},
+    "bwd_stop": {"bwd_stop": rules.BACKWARD_STOP},
+}
+_PART_OF = {name: part for part, table in _TRIGGER_PARTS.items() for name in table}
+FIRST = "first"  # the part matched for every sentence: phrase lists + negation triggers
+
+
+@functools.cache
+def _scanner(phrase_dir: str | None = None) -> MultiScanner:
+    """One scanner for the phrase lists (keys "<kind>|<label>") and the triggers, whose candidate positions are found
+    once per sentence."""
+    patterns = {
+        f"{kind}|{label}": rx
+        for kind, table in load_phrase_patterns(phrase_dir).items()
+        for label, rx in table.items()
     }
-)
+    phrase_keys = list(patterns)
+    parts = {part: list(table) for part, table in _TRIGGER_PARTS.items()}
+    parts[FIRST] = phrase_keys + parts["negation"]
+    for table in _TRIGGER_PARTS.values():
+        patterns.update({name: p.pattern for name, p in table.items()})
+    return MultiScanner(patterns, parts)
 
 
 def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
@@ -95,17 +123,42 @@ def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
 
 
 class _Report:
-    """One normalised sentence with the offsets of every trigger and scope breaker."""
+    """One normalised sentence with the offsets of every trigger and scope breaker (attributes named after the keys
+    of `_TRIGGER_PARTS`, matched on first use). `found` / `cands`: the sentence's `FIRST` matches / candidates, if
+    already known."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, scanner: MultiScanner, found: dict | None = None, cands: list | None = None):
         self.text = text
-        self.sentence_starts = [0] + [m.end() for m in rules.SENTENCE_END.finditer(text)]
-        found = _TRIGGERS.scan(text)
-        for name in _TRIGGERS.keys:
-            setattr(self, name, _Offsets(found.get(name, [])))
-        self.commas = [i for i, ch in enumerate(text) if ch == ","]
+        self._scanner = scanner
+        self._cands = scanner.candidates(text) if cands is None else cands
+        if "\n" in text or "?" in text or "!" in text or text.find(".") not in (-1, len(text) - 1):
+            self.sentence_starts = [0] + [m.end() for m in rules.SENTENCE_END.finditer(text)]
+        else:  # no sentence end, or a period at the very end only
+            self.sentence_starts = [0, len(text)] if text.endswith(".") else [0]
+        # sentence(pos) for pos before the second sentence start, the common case of a one-sentence text.
+        self._first_end = self.sentence_starts[1] if len(self.sentence_starts) > 1 else len(text)
+        self._second_start = self.sentence_starts[1] if len(self.sentence_starts) > 1 else sys.maxsize
+        self.commas = [m.start() for m in _COMMA.finditer(text)] if "," in text else []
+        if found is None:
+            found = scanner.scan(text, FIRST, self._cands)
+        self._set("negation", found)
+
+    def _set(self, part: str, found: dict) -> None:
+        attrs = self.__dict__
+        for key in _TRIGGER_PARTS[part]:
+            spans = found.get(key)
+            attrs[key] = _NO_MATCH if spans is None else _Offsets(spans)
+
+    def __getattr__(self, name: str) -> _Offsets:
+        part = _PART_OF.get(name)
+        if part is None:
+            raise AttributeError(name)
+        self._set(part, self._scanner.scan(self.text, part, self._cands))
+        return self.__dict__[name]
 
     def sentence(self, pos: int) -> tuple[int, int]:
+        if pos < self._second_start:
+            return 0, self._first_end
         i = bisect_right(self.sentence_starts, pos) - 1
         end = self.sentence_starts[i + 1] if i + 1 < len(self.sentence_starts) else len(self.text)
         return self.sentence_starts[i], end
@@ -117,6 +170,8 @@ class _Report:
     # --- scopes
     def forward(self, triggers: _Offsets, start: int, short: bool = False) -> bool:
         """A trigger before `start` in the same sentence whose scope reaches the mention."""
+        if not triggers.starts or triggers.starts[0] >= start:
+            return False
         a, _ = self.sentence(start)
         for _ts, te in triggers.spans_in(a, start):
             if te > start or self.fwd_stop.any_start_in(te, start):
@@ -128,6 +183,8 @@ class _Report:
 
     def backward(self, triggers: _Offsets, end: int) -> bool:
         """A trigger after `end` in the same sentence that closes the mention's noun phrase."""
+        if not triggers.starts or triggers.starts[-1] < end:
+            return False
         _, b = self.sentence(max(end - 1, 0))
         for ts, _te in triggers.spans_in(end, b):
             if self._noun_phrase_reaches(end, ts):
@@ -149,6 +206,8 @@ class _Report:
 
     def coordinated(self, start: int, end: int) -> bool:
         """The mention is a member of "X or Y" / "X versus Y" (not a laterality pair like "right or left")."""
+        if not self.coord.starts:
+            return False
         a, b = self.sentence(start)
         t = self.text
         for cs, ce in self.coord.spans_in(a, b):
@@ -177,7 +236,15 @@ class RuleLabeler:
     name = "chexpert-rules"
 
     def __init__(self, phrase_dir: str | None = None, cache_size: int = 100_000):
-        self._phrases = load_phrase_scanner(phrase_dir)
+        self._scanner = _scanner(phrase_dir)
+        # phrase key -> (label, is an anchor, keys whose matches cancel it)
+        self._mention_keys: dict[str, tuple[str, bool, tuple[str, ...]]] = {}
+        for key in self._scanner.keys:
+            kind, _, label = key.partition("|")
+            if kind in ("mention", "anchor"):
+                # "enlarged cardiac silhouette" is already a direct mention, not an anchor as well
+                blocking = (f"unmention|{label}", f"mention|{label}") if kind == "anchor" else (f"unmention|{label}",)
+                self._mention_keys[key] = (label, kind == "anchor", blocking)
         # Every rule is scoped to a sentence, so sentence results can be memoised: report sets repeat sentences
         # ("No pneumothorax or pleural effusion.") very often. 0 disables the cache.
         self.cache_size = cache_size
@@ -206,9 +273,11 @@ class RuleLabeler:
         if cached is not None:
             return cached
         values: list[tuple[str, float]] = []
-        mentions = self.mentions(sentence)
+        cands = self._scanner.candidates(sentence)
+        found = self._scanner.scan(sentence, FIRST, cands)
+        mentions = self._mentions(found)
         if mentions:
-            doc = _Report(sentence)
+            doc = _Report(sentence, self._scanner, found, cands)
             for m in mentions:
                 value = self.classify(doc, m)
                 if value is None:
@@ -228,18 +297,18 @@ class RuleLabeler:
 
     # --- stages
     def mentions(self, text: str) -> list[Mention]:
-        found = self._phrases.scan(text)
-        if not found:
-            return []
+        return self._mentions(self._scanner.scan(text, FIRST))
+
+    def _mentions(self, found: dict[str, list[tuple[int, int]]]) -> list[Mention]:
         out: list[Mention] = []
+        mention_keys = self._mention_keys
         for key, spans in found.items():
-            kind, label = key.split("|")
-            if kind == "unmention":
+            info = mention_keys.get(key)
+            if info is None:  # an unmention phrase or a trigger
                 continue
-            blocked = found.get(f"unmention|{label}", [])
-            if kind == "anchor":  # "enlarged cardiac silhouette" is already a direct mention
-                blocked = blocked + found.get(f"mention|{label}", [])
-            out += [Mention(label, s, e, kind == "anchor") for s, e in spans if not _overlaps(s, e, blocked)]
+            label, anchor, blocking = info
+            blocked = [span for k in blocking for span in found.get(k, ())]
+            out += [Mention(label, s, e, anchor) for s, e in spans if not _overlaps(s, e, blocked)]
         return out
 
     def classify(self, doc: _Report, m: Mention) -> float | None:
@@ -289,7 +358,7 @@ class RuleLabeler:
     def explain(self, report: str) -> list[dict]:
         """Every mention with its value and deciding rule, for debugging a label."""
         text = normalize(report)
-        doc = _Report(text)
+        doc = _Report(text, self._scanner)
         out = []
         for m in self.mentions(text):
             value, rule = self.classify_with_rule(doc, m)

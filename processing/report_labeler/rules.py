@@ -180,4 +180,5 @@ SINGULAR_COPULA = re.compile(r"(?:is|was|has|remains|appears)\b")
 CLAUSE_STOP = re.compile(
     r"[.;:?!\n,]|\b(?:but|however|although|though|whereas|while|which|with|without|than|compared|and (?:the|there))\b"
 )
-SENTENCE_END = re.compile(r"[.?!](?=\s|$)|\n")
+# = [.?!](?=\s|$)|\n, written to start with a character class so that the regex engine can skip ahead to it.
+SENTENCE_END = re.compile(r"[.?!\n](?:(?<=\n)|(?=\s|$))")
