@@ -7,11 +7,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from ..report_labeler.constants import CHEXPERT_LABELS
+
 DEFAULT_PROMPT = "Write the findings section of the radiology report for this chest X-ray."
 SECTIONS = ("findings", "findings+impression")
-CHEXPERT = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-            "Fracture", "Support Devices")
+# The 14 observations, spelled and ordered as the CheXpert labeler writes them (one definition for the project).
+CHEXPERT = CHEXPERT_LABELS
 
 log = logging.getLogger("asarg.loaders")
 
