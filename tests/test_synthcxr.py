@@ -246,11 +246,61 @@ def test_bad_arguments():
         load_mask_file("/nonexistent/x.npz")
 
 
+def _content_digest(studies) -> str:
+    """sha256 of what a study *is*, independent of file containers: the decoded image, anatomy masks and finding
+    masks (dtype, shape, bytes), and the report, labels, findings, measurements and distractors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for image, masks, finding_masks, rec in studies:
+        for arr in (image, masks, finding_masks):
+            h.update(str((arr.dtype.str, arr.shape)).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps({k: rec[k] for k in ("findings_text", "labels", "findings", "measurements", "distractors")},
+                            sort_keys=True).encode())
+    return h.hexdigest()
+
+
+# synthcxr-v1 content of studies 0-4 of seed 0 at 128 px (recorded with the original generator; the faster
+# generator of the speed-up reproduces it, and 200 studies at 256 and 128 px were compared array by array).
+V1_CONTENT_SHA256 = "f796d115c3842c8bc92a38880939f5970c5d677fe5544f12be7fc0cc90634293"
+
+
+def test_generator_content_is_frozen():
+    """synthcxr-v1 is frozen: the decoded content must never change. If this fails, the generator changed: bump
+    VERSION (synthcxr-v2), update README.md and regenerate every benchmark number; never just update the hash."""
+    studies = [generate_study(0, i, 128) for i in range(5)]
+    assert VERSION == "synthcxr-v1"
+    assert _content_digest((st.image, st.masks, ds.finding_masks(st), ds.record(st)) for st in studies) == \
+        V1_CONTENT_SHA256
+
+
+def test_written_files_decode_to_the_frozen_content(tmp_path):
+    """The PNG and .npz containers hold exactly the generated arrays (decoded with Pillow and np.load)."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    decoded = []
+    for i in range(5):
+        rec = ds.write_study(generate_study(0, i, 128), tmp_path)
+        with Image.open(tmp_path / rec["image"]) as im:
+            assert im.mode == "L"
+            image = np.asarray(im)
+        names, anatomy, findings = load_mask_file(tmp_path / rec["mask"])
+        assert names == ANATOMY_CLASSES
+        decoded.append((image, anatomy, findings, rec))
+    assert _content_digest(decoded) == V1_CONTENT_SHA256
+
+
 def test_generator_is_frozen():
-    """synthcxr-v1 is frozen: these bytes must never change. If this fails after an intended generator change,
-    bump VERSION (synthcxr-v2), update README.md, and regenerate every benchmark number; never just update the
-    hash. (The hash also depends on numpy's PCG64 stream, Pillow's polygon filler and zlib; it was recorded with
-    numpy 2.4, Pillow 13.)"""
+    """The file bytes of the first studies: with `test_generator_content_is_frozen` this also pins the containers
+    (same seed -> same bytes). The hash depends on numpy's PCG64 stream, Pillow's polygon filler and zlib; it was
+    recorded with numpy 2.4, Pillow 13.
+
+    History: the PNG writer changed from Pillow's encoder (compress_level=1, pin 5bfd78ed...) to `png_bytes`'
+    own writer (Up filter, Huffman-only deflate) for speed. The decoded pixels did not change (content pin above);
+    the .npz bytes did not change either."""
     import hashlib
 
     from processing.synthcxr.masks import pack as pack_masks
@@ -262,7 +312,64 @@ def test_generator_is_frozen():
         h.update(pack_masks(st.mask_names, st.masks, ds.finding_masks(st)))
         h.update(st.report.encode())
     assert VERSION == "synthcxr-v1"
-    assert h.hexdigest() == "5bfd78edc36dda596cb0f06f7b593fe3c6e023def63650179e4414a84a6220a1"
+    assert h.hexdigest() == "8512c8fca2feb0260ec112c27ad94fb9911affaf60a8b6a9a3f7bd52b056399a"
+
+
+def test_png_bytes_is_lossless_and_deterministic():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((1, 1), (1, 7), (9, 1), (64, 80), (97, 33))]
+    images += [np.zeros((16, 16), np.uint8), np.full((16, 16), 255, np.uint8), generate_study(1, 2, 96).image]
+    for image in images:
+        data = ds.png_bytes(image)
+        assert data == ds.png_bytes(image.copy())
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.mode == "L" and im.size == image.shape[::-1]
+            np.testing.assert_array_equal(np.asarray(im), image)
+
+
+def test_mask_file_roundtrip_any_width(tmp_path):
+    """Widths that are not a multiple of 8 take np.packbits' padded path; the file is a plain, valid zip."""
+    import zipfile
+
+    rng = np.random.default_rng(1)
+    names = ANATOMY_CLASSES[:3]
+    for w in (8, 13, 100):
+        anatomy, findings = rng.random((3, 11, w)) < 0.3, rng.random((2, 11, w)) < 0.1
+        path = tmp_path / f"m{w}.npz"
+        path.write_bytes(pack(names, anatomy, findings))
+        assert zipfile.ZipFile(path).testzip() is None
+        got_names, got_anatomy, got_findings = load_mask_file(path)
+        assert got_names == names
+        np.testing.assert_array_equal(got_anatomy, anatomy)
+        np.testing.assert_array_equal(got_findings, findings)
+        with np.load(path) as z:  # the documented layout: packbits along W
+            np.testing.assert_array_equal(z["anatomy"], np.packbits(anatomy, axis=-1))
+
+
+def test_background_writer_writes_the_same_files_and_raises_failures(tmp_path):
+    st = generate_study(5, 3, 96)
+    inline, background = tmp_path / "inline", tmp_path / "background"
+    for d in (inline, background):
+        (d / "images").mkdir(parents=True)
+        (d / "masks").mkdir()
+    rec = ds.write_study(st, inline)
+    with ds.BackgroundWriter() as writer:
+        assert ds.write_study(st, background, writer) == rec
+    for key in ("image", "mask"):
+        assert (inline / rec[key]).read_bytes() == (background / rec[key]).read_bytes()
+    with pytest.raises(FileNotFoundError), ds.BackgroundWriter() as writer:  # raised by write() or by close()
+        writer.write(tmp_path / "missing" / "x.png", b"x")
+
+
+def test_cxas_class_list_matches_hub_configuration():
+    """processing/cxas_classes.txt and the Hub file's CXAS_CLASS_NAMES (self-contained on purpose) must agree."""
+    from modeling_asarg.configuration_asarg import CXAS_CLASS_NAMES
+
+    assert tuple(CXAS_CLASS_NAMES) == cxas_classes()
 
 
 def test_package_version_constant_matches_generator():

@@ -8,10 +8,12 @@ shape here is described once, upright. Side sign `s`: -1 = patient right (image 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
 from ..cxas_classes import cxas_index
+from .raster import unit_circle, xy
 
 SIDES = {"right": -1, "left": 1}
 ORDINALS = ["1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th", "9th", "10th", "11th", "12th"]
@@ -106,41 +108,69 @@ def _side_u(a: Anatomy, s: int, d):
     return a.mid + s * np.asarray(d)
 
 
+# Parts of the outlines below that do not depend on the patient are computed once (@cache) and reused: the same
+# numpy operations on the same inputs give the same bits, so this is only faster. Cached arrays are read-only.
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for arr in arrays:
+        arr.flags.writeable = False
+    return arrays
+
+
+@cache
+def _hemithorax_grid(n: int) -> tuple[np.ndarray, ...]:
+    th = np.linspace(np.pi / 2, 0, n)
+    e = 2 / 2.6  # superellipse exponent: flatter sides than an ellipse
+    t = np.linspace(0, 1, 8)[1:]
+    return _frozen(np.cos(th) ** e, np.sin(th) ** e, t, 1 - 0.07 * t**2, np.linspace(0.93, 0.0, n))
+
+
+def _outline(u_top, v_top, u_bottom, v_bottom) -> np.ndarray:
+    """`np.concatenate([np.stack([u_top, v_top], -1), np.stack([u_bottom, v_bottom], -1)[..., ::-1, :]], -2)`:
+    a band outline, top edge out and bottom edge back, built in one preallocated array."""
+    n = np.shape(v_top)[-1]
+    out = np.empty(np.shape(v_top)[:-1] + (2 * n, 2))
+    out[..., :n, 0] = u_top
+    out[..., :n, 1] = v_top
+    out[..., n:, 0] = u_bottom[..., ::-1]
+    out[..., n:, 1] = v_bottom[..., ::-1]
+    return out
+
+
 def hemithorax(a: Anatomy, side: str, n: int = 28) -> np.ndarray:
     """Closed outline of one hemithorax: rounded apex, convex lateral wall, sharp costophrenic angle and the
     hemidiaphragm dome, closed along the midline (the mediastinum is carved out later, in raster space)."""
     s, L = SIDES[side], a.half_width[side]
-    th = np.linspace(np.pi / 2, 0, n)
-    e = 2 / 2.6  # superellipse exponent: flatter sides than an ellipse
-    d_top = L * np.cos(th) ** e
-    v_top = a.widest - (a.widest - a.apex) * np.sin(th) ** e
-    v_top += 0.06 * np.clip(1 - d_top / (0.42 * L), 0, None) ** 2  # apex peaks lateral to the mediastinum
-    t = np.linspace(0, 1, 8)[1:]
-    d_wall = L * (1 - 0.07 * t**2)
+    cos_e, sin_e, t, wall, x = _hemithorax_grid(n)
+    d_top = L * cos_e
+    v_top = a.widest - (a.widest - a.apex) * sin_e
+    v_top += 0.06 * np.maximum(1 - d_top / (0.42 * L), 0) ** 2  # apex peaks lateral to the mediastinum
+    d_wall = L * wall
     v_wall = a.widest + (a.cp[side] - a.widest) * t
-    x = np.linspace(0.93, 0.0, n)
     v_dome = dome_curve(a, side, x)
     d = np.concatenate([d_top, d_wall, x * L, [0.0]])
     v = np.concatenate([v_top, v_wall, v_dome, [a.apex + 0.06]])
-    return np.stack([_side_u(a, s, d), v], axis=1)
+    return xy(_side_u(a, s, d), v)
 
 
 def dome_curve(a: Anatomy, side: str, x) -> np.ndarray:
     """v of the hemidiaphragm at lateral fraction x (0 = midline, 0.93 = costophrenic angle)."""
     x = np.asarray(x, dtype=float)
     p = a.dome_peak
-    lateral = np.clip((x - p) / (0.93 - p), 0, None) ** 1.5
-    medial = np.clip((p - x) / p, 0, None) ** 2
+    lateral = np.maximum((x - p) / (0.93 - p), 0) ** 1.5
+    medial = np.maximum((p - x) / p, 0) ** 2
     return a.dome[side] + (a.cp[side] - a.dome[side]) * lateral + 0.035 * medial
+
+
+_DOME_X = _frozen(np.linspace(0.95, 0.0, 24))[0]
 
 
 def hemidiaphragm(a: Anatomy, side: str, thickness: float = 0.018) -> np.ndarray:
     s, L = SIDES[side], a.half_width[side]
-    x = np.linspace(0.95, 0.0, 24)
-    v = dome_curve(a, side, x)
-    upper = np.stack([_side_u(a, s, x * L), v], axis=1)
-    lower = np.stack([_side_u(a, s, x * L), v + thickness], axis=1)[::-1]
-    return np.concatenate([upper, lower])
+    v = dome_curve(a, side, _DOME_X)
+    u = _side_u(a, s, _DOME_X * L)
+    return _outline(u, v, u, v + thickness)
 
 
 def upper_mediastinum(a: Anatomy, heart_top: float) -> np.ndarray:
@@ -151,9 +181,7 @@ def upper_mediastinum(a: Anatomy, heart_top: float) -> np.ndarray:
     right = w * (1.0 + 0.5 * inlet)
     knob = a.knob_radius * 1.6 * np.exp(-(((v - a.knob_v) / (1.3 * a.knob_radius)) ** 2))
     left = (w - 0.008) * (1.0 + 0.5 * inlet) + knob
-    pts_r = np.stack([a.mid - right, v], axis=1)
-    pts_l = np.stack([a.mid + left, v], axis=1)[::-1]
-    return np.concatenate([pts_r, pts_l])
+    return _outline(a.mid - right, v, a.mid + left, v)
 
 
 def heart(a: Anatomy, n: int = 40) -> tuple[np.ndarray, float]:
@@ -167,12 +195,12 @@ def heart(a: Anatomy, n: int = 40) -> tuple[np.ndarray, float]:
     base = max(a.dome["right"], a.dome["left"]) + 0.05  # heart sits on (and projects below) the domes
     cv = base - 0.72 * half_h
     cu = a.mid + a.heart_width * (0.5 - 0.33)  # about a third of the heart lies right of the midline
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x, y = A * np.cos(t), B * np.sin(t)
+    cos_t, sin_t = unit_circle(n)
+    x, y = A * cos_t, B * sin_t
     u = cu + x * np.cos(phi) - y * np.sin(phi)
     v = cv + x * np.sin(phi) + y * np.cos(phi)
     v = np.minimum(v, base)
-    return np.stack([u, v], axis=1), float(cv - half_h)
+    return xy(u, v), float(cv - half_h)
 
 
 def aortic_knob(a: Anatomy) -> tuple[float, float, float]:
@@ -183,7 +211,7 @@ def descending_aorta(a: Anatomy, width: float = 0.03) -> np.ndarray:
     u0, v0, _ = aortic_knob(a)
     v = np.linspace(v0, a.dome["left"] + 0.04, 10)
     u = a.mid + 0.035 + (u0 - a.mid - 0.035) * np.exp(-(v - v0) / 0.05)
-    return np.concatenate([np.stack([u - width / 2, v], 1), np.stack([u + width / 2, v], 1)[::-1]])
+    return _outline(u - width / 2, v, u + width / 2, v)
 
 
 def trachea(a: Anatomy) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +219,7 @@ def trachea(a: Anatomy) -> tuple[np.ndarray, np.ndarray]:
     v = np.linspace(0.0, a.carina_v, 14)
     shift = -0.008 * np.exp(-(((v - a.knob_v) / 0.05) ** 2))
     w = 0.019
-    outline = np.concatenate([np.stack([a.mid + shift - w, v], 1), np.stack([a.mid + shift + w, v], 1)[::-1]])
+    outline = _outline(a.mid + shift - w, v, a.mid + shift + w, v)
     c = a.carina_v
     carina = np.array([[a.mid - 0.03, c - 0.015], [a.mid + 0.03, c - 0.015], [a.mid + 0.045, c + 0.03],
                        [a.mid - 0.04, c + 0.03]])
@@ -220,57 +248,83 @@ def spine_outline(a: Anatomy) -> np.ndarray:
     return np.array([[a.mid - w, -0.02], [a.mid + w, -0.02], [a.mid + w * 1.15, 1.02], [a.mid - w * 1.15, 1.02]])
 
 
+def _rib_curve_terms(k, x) -> tuple:
+    """The patient-independent factors of `posterior_rib_centre` for rib numbers k at lateral fractions x."""
+    k = np.asarray(k)
+    first = k == 1
+    peak = np.where(first, 0.3, 0.42)
+    x = np.asarray(x, dtype=float)
+    up = 1 - np.maximum(1 - x / peak, 0) ** 2
+    down = np.maximum((x - peak) / (1.07 - peak), 0) ** 2.4
+    return k - 1, 1.0 + 0.03 * (k - 1), np.where(first, 0.8, 1.3), np.where(first, 1.6, 2.8), up, down
+
+
+def _rib_curve(a: Anatomy, terms: tuple) -> np.ndarray:
+    km1, growth, rise, fall, up, down = terms
+    sp = a.rib_spacing
+    v0 = a.apex + 0.02 + km1 * sp * growth
+    return v0 - rise * sp * up + fall * sp * down
+
+
 def posterior_rib_centre(a: Anatomy, side: str, k: int, x) -> np.ndarray:
     """v of the centre line of posterior rib k at lateral fraction x (0 = midline, 1 = lateral lung edge)."""
-    sp = a.rib_spacing
-    k = np.asarray(k)
-    v0 = a.apex + 0.02 + (k - 1) * sp * (1.0 + 0.03 * (k - 1))
-    first = k == 1
-    peak, rise, fall = np.where(first, 0.3, 0.42), np.where(first, 0.8, 1.3) * sp, np.where(first, 1.6, 2.8) * sp
-    x = np.asarray(x, dtype=float)
-    up = rise * (1 - np.clip(1 - x / peak, 0, None) ** 2)
-    down = fall * np.clip((x - peak) / (1.07 - peak), 0, None) ** 2.4
-    return v0 - up + down
+    return _rib_curve(a, _rib_curve_terms(k, x))
+
+
+@cache
+def _posterior_grid(n: int) -> tuple:
+    ks = np.arange(1, N_POSTERIOR_RIBS + 1)[:, None]
+    reach = np.where(ks > 1, 1.07, 0.75)
+    x = 0.05 + (reach - 0.05) * np.linspace(0, 1, n)[None, :]
+    terms = _frozen(*_rib_curve_terms(ks, x))
+    sx = {s: _frozen(s * x)[0] for s in SIDES.values()}
+    return terms, np.where(ks == 1, 0.7, 1.0), _frozen(0.7 + 0.3 * np.clip(x / 0.25, 0, 1))[0], sx
 
 
 def posterior_ribs(a: Anatomy, side: str, n: int = 16) -> list[np.ndarray]:
     """Outlines of posterior ribs 1..10 of one side, in one broadcast. Each rib leaves the spine, arcs up and out,
     then curves down along the chest wall; rib 1 is shorter and thinner."""
     s, L = SIDES[side], a.half_width[side]
-    ks = np.arange(1, N_POSTERIOR_RIBS + 1)[:, None]
-    reach = np.where(ks > 1, 1.07, 0.75)
-    x = 0.05 + (reach - 0.05) * np.linspace(0, 1, n)[None, :]
-    v = posterior_rib_centre(a, side, ks, x)
-    t = a.rib_thickness * np.where(ks == 1, 0.7, 1.0) * (0.7 + 0.3 * np.clip(x / 0.25, 0, 1))
-    u = a.mid + s * x * L
-    top = np.stack([u, v - t / 2], -1)
-    bottom = np.stack([u, v + t / 2], -1)[:, ::-1]
-    return list(np.concatenate([top, bottom], axis=1))
+    terms, first_thin, taper, sx = _posterior_grid(n)
+    v = _rib_curve(a, terms)
+    t = a.rib_thickness * first_thin * taper
+    u = a.mid + sx[s] * L
+    return list(_outline(u, v - t / 2, u, v + t / 2))
+
+
+@cache
+def _anterior_grid(n: int) -> tuple:
+    ks = np.arange(1, N_ANTERIOR_RIBS + 1)[:, None]
+    end = 0.3 + 0.03 * ks
+    x = 1.07 + (end - 1.07) * np.linspace(0, 1, n)[None, :]
+    sx = {s: _frozen(s * x)[0] for s in SIDES.values()}
+    return _frozen(*_rib_curve_terms(ks, 1.07)), 1.3 + 0.1 * ks, _frozen(((1.07 - x) / 0.75) ** 1.1)[0], sx
 
 
 def anterior_ribs(a: Anatomy, side: str, n: int = 12) -> list[np.ndarray]:
     """Anterior ribs 1..6: each continues from the lateral end of its posterior rib, running medially and downward
     to the costal cartilage (not radio-opaque, so the rib stops short of the sternum)."""
     s, L = SIDES[side], a.half_width[side]
-    ks = np.arange(1, N_ANTERIOR_RIBS + 1)[:, None]
-    v_lat = posterior_rib_centre(a, side, ks, 1.07)
-    end = 0.3 + 0.03 * ks
-    x = 1.07 + (end - 1.07) * np.linspace(0, 1, n)[None, :]
-    v = v_lat + (1.3 + 0.1 * ks) * a.rib_spacing * ((1.07 - x) / 0.75) ** 1.1
+    lateral_terms, drop, fall, sx = _anterior_grid(n)
+    v_lat = _rib_curve(a, lateral_terms)
+    v = v_lat + drop * a.rib_spacing * fall
     t = 0.75 * a.rib_thickness
-    u = a.mid + s * x * L
-    top = np.stack([u, v - t / 2], -1)
-    bottom = np.stack([u, v + t / 2], -1)[:, ::-1]
-    return list(np.concatenate([top, bottom], axis=1))
+    u = a.mid + sx[s] * L
+    return list(_outline(u, v - t / 2, u, v + t / 2))
+
+
+@cache
+def _clavicle_grid() -> tuple[np.ndarray, ...]:
+    x = np.linspace(0.1, 1.15, 18)
+    return _frozen(x, 0.07 * x, 0.025 * np.sin(np.pi * x / 1.15), 0.026 * (1.15 - 0.25 * np.sin(np.pi * x / 1.15)))
 
 
 def clavicle(a: Anatomy, side: str) -> np.ndarray:
     s, L = SIDES[side], a.half_width[side]
-    x = np.linspace(0.1, 1.15, 18)
-    v = a.clavicle_v + 0.03 - 0.07 * x + 0.025 * np.sin(np.pi * x / 1.15)
-    t = 0.026 * (1.15 - 0.25 * np.sin(np.pi * x / 1.15))
+    x, slope, bow, t = _clavicle_grid()
+    v = a.clavicle_v + 0.03 - slope + bow
     u = _side_u(a, s, x * L)
-    return np.concatenate([np.stack([u, v - t / 2], 1), np.stack([u, v + t / 2], 1)[::-1]])
+    return _outline(u, v - t / 2, u, v + t / 2)
 
 
 def scapula(a: Anatomy, side: str) -> np.ndarray:

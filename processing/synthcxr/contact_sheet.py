@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_write
 from .generator import generate_study
-from .masks import write_atomic
 
 # overlay colours per structure group (RGB); later groups are painted over earlier ones
 GROUPS = [("ribs", lambda n: " rib " in n, (230, 200, 60)), ("lungs", lambda n: n in ("right lung", "left lung"),
@@ -72,5 +72,5 @@ def save_contact_sheet(path: str | Path, **kwargs) -> Path:
     contact_sheet(**kwargs).save(buf, format="PNG")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path

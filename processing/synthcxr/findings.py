@@ -32,8 +32,8 @@ class Finding:
     def to_json(self) -> dict:
         bbox = None
         if self.mask is not None and self.mask.any():
-            ys, xs = np.nonzero(self.mask)
-            bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            ys, xs = np.flatnonzero(self.mask.any(axis=1)), np.flatnonzero(self.mask.any(axis=0))
+            bbox = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
         return {"kind": self.kind, "observations": dict(self.observations), "side": self.side,
                 "severity": self.severity, "location": list(self.location), "bbox": bbox,
                 "params": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.params.items()}}

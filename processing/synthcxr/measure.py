@@ -34,8 +34,14 @@ def mediastinal_ratio(masks: dict[str, np.ndarray]) -> float:
     if rows.size == 0 or tw == 0:
         raise ValueError("no 'aortic arch' or lung pixels in the masks: cannot measure the mediastinal width")
     med = masks["upper mediastinum"][rows] | masks["aortic arch"][rows]
-    widths = [_extent(r) for r in med]
-    return max(widths) / tw
+    return int(_row_extents(med).max()) / tw
+
+
+def _row_extents(rows: np.ndarray) -> np.ndarray:
+    """`_extent` of every row of a bool (R, W) array at once: last True - first True + 1, or 0 for an empty row."""
+    first = rows.argmax(axis=1)
+    last = rows.shape[1] - 1 - rows[:, ::-1].argmax(axis=1)
+    return np.where(rows.any(axis=1), last - first + 1, 0)
 
 
 def as_dict(names, masks: np.ndarray) -> dict[str, np.ndarray]:
