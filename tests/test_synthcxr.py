@@ -376,3 +376,10 @@ def test_package_version_constant_matches_generator():
     import processing.synthcxr as pkg
 
     assert pkg.VERSION == VERSION
+
+
+def test_a_study_with_nothing_found_or_negated_still_gets_a_report():
+    """(seed 1, index 364) at 256 px draws no finding and negates nothing; it used to raise IndexError."""
+    study = generate_study(1, 364, 256)
+    assert study.report.lower().endswith("no acute cardiopulmonary abnormality.")
+    assert {k: v for k, v in study.labels.items() if v is not None} == {"No Finding": 1}

@@ -73,6 +73,10 @@ class ReportWriter:
         self._negations(by_topic, negated, findings)
         order = _pick(self.rng, ORDERS)
         sentences = [s for t in order for s in by_topic[t]]
+        if not sentences:
+            # Nothing found and nothing negated (rare). Uses no randomness, so every other study is unchanged; these
+            # studies used to raise IndexError, so no synthcxr-v1 output differs.
+            sentences = ["No acute cardiopulmonary abnormality."]
         if self.comparison and self.rng.random() < 0.5:
             sentences[0] = _pick(self.rng, ["Compared to the prior study, ", "As compared to the previous radiograph, ",
                                              "In comparison with the prior exam, "]) + sentences[0][:1].lower() + \
