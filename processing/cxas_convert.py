@@ -234,17 +234,7 @@ def build_processor_for(model, source: str):
         return None
     if not hasattr(base, "image_processor") or not hasattr(base, "tokenizer"):
         return None
-    config = model.config
-    return AsargProcessor(
-        image_processor=base.image_processor,
-        tokenizer=base.tokenizer,
-        patch_size=config.vision_config.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=getattr(base, "num_additional_image_tokens", 1),
-        chat_template=getattr(base, "chat_template", None),
-        seg_image_size=config.segmenter_config["image_size"],
-        num_seg_classes=config.num_seg_classes,
-    )
+    return AsargProcessor.from_llava_processor(base, model.config)
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------------------

@@ -137,3 +137,16 @@ def test_save_and_load_keep_the_seg_settings(processor, tmp_path):
     a = _run(processor, xray_like())
     b = _run(loaded, xray_like())
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_from_llava_processor_takes_the_seg_settings_from_the_config(make_asarg, tokenizer):
+    from asarg.tiny import tiny_asarg_config
+
+    _, base = make_asarg()
+    with_segmenter = tiny_asarg_config(tokenizer)
+    built = AsargProcessor.from_llava_processor(base, with_segmenter)
+    assert (built.seg_image_size, built.num_seg_classes) == (32, 4)
+    assert built.chat_template == base.chat_template and built.tokenizer is base.tokenizer
+    without = AsargProcessor.from_llava_processor(base, tiny_asarg_config(tokenizer, builtin_segmenter=False))
+    out = without(images=xray_like(), text=prompt_for(without), return_tensors="pt")
+    assert without.seg_image_size is None and "seg_pixel_values" not in out
