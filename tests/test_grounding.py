@@ -1,0 +1,248 @@
+"""Tracing report sentences to anatomy by map ablation (processing/grounding.py): tiny models, CPU, offline."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from processing.grounding import (
+    SentenceTrace,
+    StructureDrop,
+    _chance,
+    _chat_text,
+    _report_token_positions,
+    match_findings,
+    score_grounding,
+    split_sentences,
+    token_sentence_ids,
+    trace_report,
+    trace_to_json,
+)
+from tests.conftest import xray_like
+
+REPORT = "The heart size is normal. The lungs are clear.\nNo pleural effusion or pneumothorax."
+DRIVER = 2  # the one map channel that drives the output in `driven_model`
+
+
+def hand_maps() -> torch.Tensor:
+    """(1, 4, 32, 32) binary maps: four different rectangles, so every channel gives distinct seg tokens."""
+    maps = torch.zeros(1, 4, 32, 32)
+    maps[0, 0, :16, :16] = 1
+    maps[0, 1, :16, 16:] = 1
+    maps[0, 2, 8:28, 4:20] = 1
+    maps[0, 3, 20:, :] = 1
+    return maps
+
+
+@pytest.fixture
+def driven_model(make_asarg):
+    """Only channel DRIVER has non-zero projector columns: it alone can change the output."""
+    model, processor = make_asarg(live_seg=True, builtin_segmenter=False, use_seg_features=False)
+    linear = model.model.multi_modal_projector.linear_1
+    with torch.no_grad():
+        linear.weight[:, linear.first_seg_column :].zero_()
+        linear.weight[:, linear.first_seg_column + DRIVER].normal_(0, 3.0)
+    return model, processor
+
+
+# ---- sentences and tokens ---------------------------------------------------------------------------------------------
+
+
+def test_split_sentences_keeps_spans():
+    report = "  Heart is 2.5 cm wide. Lungs clear!\nFINDINGS none\n\nNo effusion?  Last one"
+    got = split_sentences(report)
+    assert [t for t, _ in got] == [
+        "Heart is 2.5 cm wide.",
+        "Lungs clear!",
+        "FINDINGS none",
+        "No effusion?",
+        "Last one",
+    ]
+    assert all(report[s:e] == text for text, (s, e) in got)
+    assert split_sentences("   \n ") == []
+
+
+def test_token_sentence_ids_uses_last_character():
+    spans = [(0, 5), (6, 10)]  # "Aa bb" "cc d"
+    offsets = [(0, 0), (0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (5, 6)]
+    assert token_sentence_ids(offsets, spans) == [-1, 0, 0, 1, 1, -1, -1]
+
+
+def test_report_tokens_map_to_their_sentences(make_asarg):
+    _, processor = make_asarg()
+    full, start = _chat_text(processor, "Findings?", REPORT)
+    assert full[start : start + len(REPORT)] == REPORT
+    encoded = processor(images=xray_like(), text=full, return_tensors="pt")
+    sentences = split_sentences(REPORT)
+    tokens = _report_token_positions(processor, full, start, encoded["input_ids"], [s for _, s in sentences])
+    ids = encoded["input_ids"][0]
+    for sid, (text, _) in enumerate(sentences):
+        mine = [p for p, s in zip(tokens["positions"], tokens["sentences"]) if s == sid]
+        assert mine == list(range(mine[0], mine[-1] + 1))  # contiguous
+        assert processor.tokenizer.decode(ids[mine]).strip() == text
+
+
+# ---- tracing ------------------------------------------------------------------------------------------------------------
+
+
+def test_one_driving_map_ranks_first_and_inert_maps_drop_exactly_zero(driven_model):
+    model, processor = driven_model
+    traces = trace_report(model, processor, xray_like(), REPORT, seg_maps=hand_maps(), batch_size=3)
+    assert [t.text for t in traces] == [t for t, _ in split_sentences(REPORT)]
+    positive = 0
+    for trace in traces:
+        drops = {s.name: s.drop for s in trace.ranking}
+        assert drops[f"class_{DRIVER}"] != 0.0
+        assert all(d == 0.0 for name, d in drops.items() if name != f"class_{DRIVER}")
+        if drops[f"class_{DRIVER}"] > 0:
+            positive += 1
+            assert trace.top == f"class_{DRIVER}"
+        assert trace.ranking[0].normalised_drop == pytest.approx(trace.ranking[0].drop / trace.n_tokens)
+    assert positive >= 1  # the case is not vacuous
+
+    groups = {"with_driver": [0, DRIVER], "without": ["class_1", "class_3"]}
+    grouped = trace_report(model, processor, xray_like(), REPORT, structures=groups, seg_maps=hand_maps())
+    for trace, single in zip(grouped, traces):
+        drops = {s.name: s.drop for s in trace.ranking}
+        assert drops["without"] == 0.0
+        assert drops["with_driver"] == pytest.approx({s.name: s.drop for s in single.ranking}[f"class_{DRIVER}"])
+
+
+def test_log_likelihood_matches_a_plain_forward(driven_model):
+    model, processor = driven_model
+    traces = trace_report(model, processor, xray_like(), REPORT, prompt="Findings?", seg_maps=hand_maps())
+    full, start = _chat_text(processor, "Findings?", REPORT)
+    encoded = processor(images=xray_like(), text=full, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**encoded, seg_maps=hand_maps()).logits[0].log_softmax(-1)
+    tokens = _report_token_positions(processor, full, start, encoded["input_ids"], [t.span for t in traces])
+    for sid, trace in enumerate(traces):
+        mine = [p for p, s in zip(tokens["positions"], tokens["sentences"]) if s == sid]
+        expected = sum(float(logits[p - 1, encoded["input_ids"][0, p]]) for p in mine)
+        assert trace.log_likelihood == pytest.approx(expected, abs=1e-4)
+        assert trace.n_tokens == len(mine)
+
+
+def test_segmenter_runs_once_and_batching_does_not_change_drops(make_asarg):
+    model, processor = make_asarg(live_seg=True)  # built-in segmenter, maps and features
+    calls = []
+    handle = model.model.segmenter.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        batched = trace_report(model, processor, xray_like(), REPORT, batch_size=8)
+        assert len(calls) == 1
+        single = trace_report(model, processor, xray_like(), REPORT, batch_size=1)
+        assert len(calls) == 2
+    finally:
+        handle.remove()
+    for a, b in zip(batched, single):
+        da, db = dict((s.name, s.drop) for s in a.ranking), dict((s.name, s.drop) for s in b.ranking)
+        assert da.keys() == db.keys()
+        assert all(abs(da[k] - db[k]) <= 1e-5 for k in da)
+        assert any(d != 0 for d in da.values())
+    assert model.training is False
+
+
+def test_untraceable_inputs_raise(make_asarg):
+    model, processor = make_asarg(use_seg_maps=False)
+    with pytest.raises(ValueError, match="use_seg_maps=False"):
+        trace_report(model, processor, xray_like(), REPORT)
+    model, processor = make_asarg(builtin_segmenter=False, use_seg_features=False)
+    with pytest.raises(ValueError, match="no built-in segmenter"):
+        trace_report(model, processor, xray_like(), REPORT)
+    with pytest.raises(ValueError, match="Unknown segmentation channel"):
+        trace_report(model, processor, xray_like(), REPORT, structures=["heart"], seg_maps=hand_maps())
+
+
+def test_trace_to_json():
+    trace = SentenceTrace("Mild cardiomegaly.", (0, 18), -3.5, 4, [StructureDrop("heart", 2.0, 0.5)])
+    assert trace_to_json([trace]) == {
+        "sentences": [
+            {
+                "text": "Mild cardiomegaly.",
+                "span": [0, 18],
+                "log_likelihood": -3.5,
+                "n_tokens": 4,
+                "structures": [{"name": "heart", "drop": 2.0, "normalised_drop": 0.5}],
+            }
+        ]
+    }
+
+
+# ---- scoring ------------------------------------------------------------------------------------------------------------
+
+
+def ranked(text: str, names: list[str]) -> SentenceTrace:
+    return SentenceTrace(
+        text, (0, len(text)), 0.0, 1, [StructureDrop(n, float(-i), float(-i)) for i, n in enumerate(names)]
+    )
+
+
+def test_match_findings_uses_labels_negation_and_device_words():
+    findings = [
+        {"kind": "ett", "observations": {"Support Devices": 1}, "location": ["trachea"]},
+        {"kind": "ng_tube", "observations": {"Support Devices": 1}, "location": ["stomach"]},
+        {"kind": "pneumothorax", "observations": {"Pneumothorax": 1}, "location": ["right upper zone lung"]},
+    ]
+    assert match_findings("Nasogastric tube tip is in the stomach.", findings) == [1]
+    assert match_findings("Small right pneumothorax.", findings) == [2]
+    assert match_findings("No pneumothorax.", findings) == []
+
+
+def test_chance_baseline():
+    hits, rr = _chance(4, 2, (1, 3))
+    assert hits == {1: pytest.approx(0.5), 3: pytest.approx(1.0)}
+    assert rr == pytest.approx(0.5 + (2 / 6) / 2 + (1 / 6) / 3)
+
+
+def test_score_grounding_equals_hand_computation():
+    names = ["heart", "right lung base", "trachea", "stomach", "spine"]
+    study1 = (
+        [
+            ranked("Mild cardiomegaly.", ["heart", "spine", "trachea", "stomach", "right lung base"]),  # rank 1
+            ranked("Small right pleural effusion.", ["spine", "heart", "right lung base", "trachea", "stomach"]),  # 3
+            ranked(
+                "Nasogastric tube tip is in the stomach.", ["trachea", "spine", "heart", "right lung base", "stomach"]
+            ),  # rank 5
+            ranked("No pneumothorax.", names),  # asserts nothing: not scored
+            ranked(
+                "Endotracheal tube terminates 2 cm above the carina.",
+                ["trachea", "heart", "spine", "stomach", "right lung base"],
+            ),  # rank 1
+        ],
+        [
+            {"kind": "cardiomegaly", "observations": {"Cardiomegaly": 1}, "location": ["heart"]},
+            {
+                "kind": "effusion",
+                "observations": {"Pleural Effusion": 1},
+                "location": ["right lung base", "right hemidiaphragm"],
+            },
+            {"kind": "ett", "observations": {"Support Devices": 1}, "location": ["trachea"]},
+            {"kind": "ng_tube", "observations": {"Support Devices": 1}, "location": ["stomach"]},
+        ],
+    )
+    study2 = (
+        [
+            ranked("Small left pleural effusion.", ["heart", "bases", "spine"]),  # rank 2 through the group
+            ranked("Fracture of the left 5th posterior rib.", ["heart", "bases", "spine"]),  # no traced location
+        ],
+        [
+            {"kind": "effusion", "observations": {"Pleural Effusion": 1}, "location": ["left lung base"]},
+            {"kind": "rib_fracture", "observations": {"Fracture": 1}, "location": ["posterior 5th rib left"]},
+        ],
+    )
+    members = {"bases": ["right lung base", "left lung base"]}
+    score = score_grounding([study1[0], study2[0]], [study1[1], study2[1]], structure_members=members)
+    assert [c["rank"] for c in score.cases] == [1, 3, 5, 1, 2]
+    assert score.n_sentences == 5 and score.n_unscorable == 1
+    assert score.hit_at == {1: pytest.approx(2 / 5), 3: pytest.approx(4 / 5)}
+    assert score.mrr == pytest.approx((1 + 1 / 3 + 1 / 5 + 1 + 1 / 2) / 5)
+    assert score.chance_hit_at == {1: pytest.approx((4 / 5 + 1 / 3) / 5), 3: pytest.approx((4 * 3 / 5 + 1) / 5)}
+    assert score.chance_mrr == pytest.approx(
+        (4 * (1 + 1 / 2 + 1 / 3 + 1 / 4 + 1 / 5) / 5 + (1 + 1 / 2 + 1 / 3) / 3) / 5
+    )
+
+    single = score_grounding(*study1, structure_members=members)  # one study, not nested
+    assert single.n_sentences == 4 and single.mrr == pytest.approx((1 + 1 / 3 + 1 / 5 + 1) / 4)
+    assert math.isnan(score_grounding([], []).mrr)
