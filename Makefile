@@ -7,10 +7,11 @@ STAMP   := $(VENV)/.installed
 # resolves an unpinned `torch` to a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: help install test test-fast lint demo clean
+.PHONY: help install train-tiny test test-fast lint clean
 
 help:
 	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
+	@echo "make train-tiny  generate a small SynthCXR set and train a tiny ASaRG on CPU (outputs/)"
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
 	@echo "make lint      ruff"
@@ -25,6 +26,10 @@ $(STAMP): pyproject.toml .ci/install_parity.sh
 	touch $(STAMP)
 
 install: $(STAMP)
+
+train-tiny: $(STAMP)
+	$(BIN)/asarg synth --n 16 --size 64 --out outputs/synthcxr-16
+	HF_HUB_OFFLINE=1 $(BIN)/python training/sft_asarg.py --config training/recipes/synthcxr_tiny_cpu.yaml
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
