@@ -21,10 +21,9 @@ def test_two_process_ddp_on_cpu_keeps_replicas_in_sync(tmp_path):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free local rendezvous port, so parallel runs cannot collide
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29517",
         str(REPO / "tests" / "scripts" / "ddp_sft.py"),
         str(tmp_path),
     ]
