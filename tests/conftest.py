@@ -44,6 +44,29 @@ def make_asarg(tokenizer):
     return make
 
 
+def cpu_sft_config(tmp_path, **overrides):
+    """TRL SFTConfig for a few CPU steps on a tiny model. `remove_unused_columns=False` keeps the seg columns (TRL
+    keeps only messages/images otherwise); bf16 off because TRL turns it on by default."""
+    import trl
+
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        remove_unused_columns=False,
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        max_length=None,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+    )
+    return trl.SFTConfig(**{**defaults, **overrides})
+
+
 def xray_like(height: int = 40, width: int = 30, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((height, width)) * 255).astype(np.uint8), mode="L")

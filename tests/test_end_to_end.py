@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import REPO
+from conftest import REPO, cpu_sft_config
 
 trl = pytest.importorskip("trl")
 evaluate = pytest.importorskip("evaluate")
@@ -18,19 +18,7 @@ def test_synthcxr_sft_generate_and_score(make_asarg, tmp_path):
     splits = load_synthcxr(tmp_path / "synth")
     model, processor = make_asarg()
 
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path / "out"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        remove_unused_columns=False,
-        bf16=False,
-        use_cpu=True,
-        max_length=None,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-    )
+    args = cpu_sft_config(tmp_path, max_steps=2, learning_rate=1e-3)
     train = splits["train"].select_columns(["images", "messages"])
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor)
     trainer.train()

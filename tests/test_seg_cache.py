@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import xray_like
+from conftest import cpu_sft_config, xray_like
 
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration
 from processing.seg_cache import KEY_COLUMN, SegCache, decode_entry, encode_entry
@@ -171,20 +171,7 @@ def test_sft_trainer_trains_from_the_cache_without_running_the_segmenter(make_as
     model.model.segmenter.register_forward_hook(lambda *_: segmenter_calls.append(1))
     linear = model.model.multi_modal_projector.linear_1
     seg_before = linear.weight[:, linear.first_seg_column :].detach().clone()
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path / "out"),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        remove_unused_columns=False,
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        max_length=None,
-        report_to=[],
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    args = cpu_sft_config(tmp_path)
     trainer = trl.SFTTrainer(
         model=model,
         args=args,

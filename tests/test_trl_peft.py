@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import prompt_for, xray_like
+from conftest import cpu_sft_config, prompt_for, xray_like
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
@@ -29,25 +29,6 @@ def _dataset(n: int = 4):
     return datasets.Dataset.from_list(rows)
 
 
-def _sft_config(tmp_path, **overrides):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        remove_unused_columns=False,  # keep the seg columns: TRL keeps only messages/images otherwise
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        max_length=None,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
-    )
-    return trl.SFTConfig(**{**defaults, **overrides})
-
-
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "grad-checkpointing"])
 def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path, checkpointing):
     model, processor = make_asarg()
@@ -56,7 +37,7 @@ def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path, checkpoi
     seen = []
     model.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(sorted(kw)), with_kwargs=True)
 
-    args = _sft_config(tmp_path, gradient_checkpointing=checkpointing)
+    args = cpu_sft_config(tmp_path, gradient_checkpointing=checkpointing)
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=_dataset(), processing_class=processor)
     trainer.train()
 
@@ -79,7 +60,11 @@ def test_lora_on_the_language_model_with_trainable_projector_saves_reloads_gener
         task_type="CAUSAL_LM",
     )
     trainer = trl.SFTTrainer(
-        model=model, args=_sft_config(tmp_path), train_dataset=_dataset(), processing_class=processor, peft_config=lora
+        model=model,
+        args=cpu_sft_config(tmp_path),
+        train_dataset=_dataset(),
+        processing_class=processor,
+        peft_config=lora,
     )
     trainer.train()
     tuned = trainer.model.eval()
