@@ -9,7 +9,7 @@
 #     which breaks every `from transformers import ...` in the venv.
 # So the three packages go, without their dependencies, into a separate folder `<venv>/parity-site` that is NOT on
 # sys.path; only tests/reference_models.py puts it there, after declaring the two missing torchvision ops
-# (processing/torchvision_shim.py). Their remaining import-time dependencies (scikit-image, imageio for
+# (tests/torchvision_shim.py). Their remaining import-time dependencies (scikit-image, imageio for
 # torchxrayvision) are ordinary, numpy-2-compatible packages and go into the venv itself.
 #
 # usage: .ci/install_parity.sh [path/to/venv/bin/python]

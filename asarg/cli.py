@@ -2,7 +2,7 @@
 
 Each sub-command lives in the module that owns its work and is imported only when it runs, so
 `asarg --help` stays fast and a missing optional extra only breaks the command that needs it.
-A sub-command is a function `main(argv: list[str]) -> int | None` that parses its own arguments.
+Every sub-command is a module with `main(argv: list[str] | None = None) -> int` that parses its own arguments.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> ("module:function", one-line help)
+# name -> (module whose `main(argv) -> int` runs the command, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "label": ("processing.report_labeler.cli:label_main", "label reports with the 14 CheXpert observations"),
-    "evaluate": ("processing.evaluation_cli:evaluate_main", "CE (and NLG) scores of generated reports, per-label chart"),
-    "convert-cxas": ("processing.cxas_convert:main", "CXAS / torchxrayvision weights -> ASaRG segmenter"),
-    "synth": ("processing.synthcxr.cli:synth_main", "generate the SynthCXR benchmark"),
-    "contact-sheet": ("processing.synthcxr.cli:contact_sheet_main", "PNG of SynthCXR examples with mask overlays"),
+    "label": ("asarg.evaluation.report_labeler.cli", "label reports with the 14 CheXpert observations"),
+    "evaluate": ("asarg.evaluation.cli", "CE (and NLG) scores of generated reports, per-label chart"),
+    "convert-cxas": ("modeling_asarg.convert_cxas_weights", "CXAS / torchxrayvision weights -> ASaRG segmenter"),
+    "synth": ("asarg.processing.synthcxr.cli", "generate the SynthCXR benchmark"),
+    "contact-sheet": ("asarg.processing.synthcxr.contact_sheet", "PNG of SynthCXR examples with mask overlays"),
 }
 
 
@@ -37,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"asarg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    target, _ = COMMANDS[name]
-    module_name, func_name = target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    module_name, _ = COMMANDS[name]
+    return int(importlib.import_module(module_name).main(rest) or 0)
 
 
 if __name__ == "__main__":

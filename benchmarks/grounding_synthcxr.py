@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/grounding_synthcxr.py --checkpoint out/asarg-synthcxr --data data/synthcxr --n 200
     .venv/bin/python benchmarks/grounding_synthcxr.py --n 20          # smoke run: tiny UNTRAINED model
 
-For each test study the report's sentences are traced with `processing.grounding.trace_report` (one ablated map, or
+For each test study the report's sentences are traced with `asarg.evaluation.grounding.trace_report` (one ablated map, or
 with --groups one CXAS anatomy group, at a time) and the rankings are scored with `score_grounding` against the
 generator's finding locations: hit@1, hit@3, MRR, next to what a random ranking would score.
 
@@ -37,9 +37,9 @@ def load_model(checkpoint: str | None, seed: int):
 
         model = AsargForConditionalGeneration.from_pretrained(checkpoint).eval()
         return model, AsargProcessor.from_pretrained(checkpoint)
+    from asarg.processing.synthcxr.generator import ANATOMY_CLASSES
     from asarg.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
     from modeling_asarg import AsargForConditionalGeneration
-    from processing.synthcxr.generator import ANATOMY_CLASSES
 
     tokenizer = tiny_tokenizer()
     config = tiny_asarg_config(
@@ -60,14 +60,14 @@ def load_model(checkpoint: str | None, seed: int):
 def studies(data: str | None, n: int, seed: int, size: int):
     """(image, masks by name, report, findings) of n test studies: from a SynthCXR dir, or generated in memory."""
     if data:
-        from processing.synthcxr.dataset import load_masks, read_manifest
+        from asarg.processing.synthcxr.dataset import load_masks, read_manifest
 
         for record in read_manifest(data, "test")[:n]:
             names, masks = load_masks(record, data)
             image = Image.open(Path(data) / record["image"]).convert("L")
             yield image, dict(zip(names, masks)), record["findings_text"], record["findings"]
         return
-    from processing.synthcxr.generator import generate_study
+    from asarg.processing.synthcxr.generator import generate_study
 
     index = 9  # index % 10 == 9: the test split
     for _ in range(n):
@@ -94,7 +94,7 @@ def model_masks(masks: dict, class_names: list[str]) -> np.ndarray:
 
 
 def generate_report(model, processor, image, max_new_tokens: int, **seg) -> str:
-    from processing.loaders.common import DEFAULT_PROMPT
+    from asarg.processing.loaders.common import DEFAULT_PROMPT
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": DEFAULT_PROMPT}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--out", help="write scores, per-sentence cases and traces as JSON here")
     args = parser.parse_args()
 
-    from processing.grounding import score_grounding, structure_groups, trace_report, trace_to_json
+    from asarg.evaluation.grounding import score_grounding, structure_groups, trace_report, trace_to_json
 
     model, processor = load_model(args.checkpoint, args.seed)
     builtin = model.model.segmenter is not None

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
 
-from processing.report_labeler import CHEXPERT_LABELS, RuleLabeler  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "openi"
 FLOOR = 0.90

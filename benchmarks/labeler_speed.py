@@ -18,13 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from asarg.evaluation.report_labeler import RuleLabeler
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))  # the sibling benchmark script
 
 from labeler_openi import DEFAULT_DATA, load_openi  # noqa: E402
-
-from processing.report_labeler import RuleLabeler  # noqa: E402
 
 TARGET = 2000
 

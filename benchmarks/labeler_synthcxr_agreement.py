@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image size (labels and text do not depend much on it)")
     args = parser.parse_args()
 
-    from processing.report_labeler import CHEXPERT_LABELS, RuleLabeler
-    from processing.synthcxr.generator import generate_study
+    from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
+    from asarg.processing.synthcxr.generator import generate_study
 
     labeler = RuleLabeler()
     agree, confusions, examples = Counter(), Counter(), {}

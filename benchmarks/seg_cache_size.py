@@ -18,13 +18,10 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from processing.seg_cache import encode_entry  # noqa: E402
+from asarg.processing.seg_cache import encode_entry
 
 GRID, CLASSES, CHANNELS = 24, 159, 128
 COMG_IU_BYTES, IU_IMAGES = 147e9, 7470
@@ -45,10 +42,10 @@ def real_entry_bytes() -> tuple[int, float]:
     import torch
     from pydicom.data import get_testdata_file
 
+    from asarg.processing.image_io import load_image
+    from asarg.processing.seg_cache import SegCache
     from asarg.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
     from modeling_asarg import AsargForConditionalGeneration, cxas_seg_config
-    from processing.image_io import load_image
-    from processing.seg_cache import SegCache
 
     tokenizer = tiny_tokenizer()
     seg = cxas_seg_config()

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from processing.synthcxr.dataset import split_of
-from processing.synthcxr.findings import CHEXPERT
-from processing.synthcxr.generator import VERSION, generate_study
+from asarg.processing.synthcxr.dataset import split_of
+from asarg.processing.synthcxr.findings import CHEXPERT
+from asarg.processing.synthcxr.generator import VERSION, generate_study
 
 GROUPS = {
     "right lung": ["right lung"],

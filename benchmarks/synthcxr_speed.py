@@ -22,8 +22,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from processing.synthcxr.dataset import write_dataset, write_study
-    from processing.synthcxr.generator import generate_study
+    from asarg.processing.synthcxr.dataset import write_dataset, write_study
+    from asarg.processing.synthcxr.generator import generate_study
 
     generate_study(args.seed, 10**6, args.size)  # warm-up (imports, caches)
     load0 = os.getloadavg()[0]

@@ -268,6 +268,11 @@ def _class_index(name_or_index: str | int, names: list[str] | tuple[str, ...]) -
     return names.index(name_or_index)
 
 
+def cxas_class_index(name: str) -> int:
+    """CXAS channel index of a class name; a misspelt name raises `ValueError` with close matches."""
+    return _class_index(name, CXAS_CLASS_NAMES)
+
+
 def cxas_seg_config(
     classes: list[str | int] | None = None,
     groups: str | dict[str, list[str | int]] | None = None,
@@ -477,6 +482,7 @@ __all__ = [
     "CXAS_ARCHITECTURE",
     "CXAS_CLASS_NAMES",
     "CXAS_FEATURE_LEVELS",
+    "cxas_class_index",
     "cxas_seg_config",
     "cxas_segmenter_config",
     "default_segmenter_config",

@@ -94,7 +94,7 @@ class AsargUNetSegmenter(nn.Module):
 # A pure-torch copy of CXAS's `BackboneUNet("UNet_ResNet50_default", 159)` (cxas 0.0.20; torchxrayvision's
 # `chestx_anatomy.UNetResNet50` is the same network). Module and parameter names are CXAS's own (`backbone.backbone.
 # layer0..4`, `head.up1..4`, `head.out`), so a CXAS state dict loads as is and the converter
-# (`processing/cxas_convert.py`) only unwraps containers and checks that every key matches.
+# (`modeling_asarg/convert_cxas_weights.py`) only unwraps containers and checks that every key matches.
 
 
 class _ResNetBottleneck(nn.Module):

@@ -75,7 +75,7 @@ def to_rgb_image(image, index: int = 0) -> Image.Image:
         return Image.fromarray(_scale_to_uint8(image)).convert("RGB")
     raise ValueError(
         f"images[{index}] is a {type(image).__name__}; expected a PIL.Image.Image or a numpy array (H x W or "
-        "H x W x C). Read files with PIL.Image.open, or DICOM with `processing.image_io.load_image`."
+        "H x W x C). Read files with PIL.Image.open, or DICOM with `asarg.processing.image_io.load_image`."
     )
 
 

@@ -1,3 +1,4 @@
-"""Data-side code that never goes to the Hub: image/DICOM IO, datasets, SynthCXR, segmentation cache,
-report labeler and grounding. Submodules are imported explicitly; this file stays import-free so that the
-pure-Python parts (e.g. the report labeler) do not pull in torch."""
+"""Data in: image/DICOM IO, dataset loaders, SynthCXR, the segmentation cache and its collator.
+
+Installed as `asarg.processing`. Submodules are imported explicitly; this file stays import-free.
+"""

@@ -14,7 +14,7 @@ its tensors in the header; a corrupt, partial or mismatched entry is detected on
 
 Use it from `datasets`: `dataset = cache.add_to_dataset(dataset)` fills the cache (one batched segmenter pass per
 `batch_size` images, with datasets' progress bar) and adds a `seg_cache_keys` column; the training collator
-(`processing.seg_collator.AsargSegCacheCollator`) reads the entries by key.
+(`asarg.processing.seg_collator.AsargSegCacheCollator`) reads the entries by key.
 """
 
 from __future__ import annotations

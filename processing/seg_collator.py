@@ -28,7 +28,7 @@ SEG_COLUMNS = ("seg_maps", "seg_features")
 
 @dataclass
 class AsargSegCacheCollator(DataCollatorForVisionLanguageModeling):
-    seg_cache: Any = None  # processing.seg_cache.SegCache; needed for rows that carry `seg_cache_keys`
+    seg_cache: Any = None  # asarg.processing.seg_cache.SegCache; needed for rows that carry `seg_cache_keys`
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         examples = [dict(example) for example in examples]  # the parent pops keys: leave the dataset's rows alone

@@ -2,7 +2,7 @@
 
 Both are installed by `.ci/install_parity.sh` into `<venv>/parity-site`, a folder kept off sys.path because PyPI's
 torchvision (a CUDA build) breaks `import transformers` in the venv once it is importable. Here, and only here, that
-folder is put on sys.path after declaring the two torchvision ops its import needs (`processing/torchvision_shim.py`).
+folder is put on sys.path after declaring the two torchvision ops its import needs (`tests/torchvision_shim.py`).
 
 `cxas/__init__.py` imports the whole tool (SimpleITK, pydicom<3, gdown, ...), none of which the network needs, so the
 three files of `cxas/models/UNet/` are imported as a package of their own (they only import torch and torchvision).
@@ -27,7 +27,7 @@ def parity_site() -> Path:
 
 
 def _require_references() -> None:
-    from processing.torchvision_shim import declare_torchvision_ops
+    from torchvision_shim import declare_torchvision_ops
 
     declare_torchvision_ops()
     site = str(parity_site())

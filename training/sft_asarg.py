@@ -34,7 +34,9 @@ class ScriptArguments:
     seg_cache_dir: run the frozen segmenter once per image into this cache and feed its entries to the model.
     """
 
-    dataset_path: str | None = field(default=None, metadata={"help": "SynthCXR dir, annotation.json, MIMIC root or JSONL."})
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "SynthCXR dir, annotation.json, MIMIC root or JSONL."}
+    )
     dataset_format: str = field(default="synthcxr", metadata={"help": f"One of {FORMATS}."})
     image_root: str | None = field(default=None, metadata={"help": "r2gen: the folder image_path is relative to."})
     reports_dir: str | None = field(default=None, metadata={"help": "mimic-cxr-jpg: MIMIC-CXR report files."})
@@ -70,7 +72,9 @@ class AsargModelArguments:
     lora_r: int = field(default=16)
     lora_alpha: int = field(default=32)
     lora_dropout: float = field(default=0.05)
-    lora_target_modules: str = field(default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    lora_target_modules: str = field(
+        default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    )
     lora_modules_to_save: list[str] = field(default_factory=lambda: ["multi_modal_projector"])
 
 
@@ -87,8 +91,11 @@ def seg_kwargs(args: AsargModelArguments) -> dict:
     if args.segmenter == "cxas":
         return cxas_seg_config(groups=args.cxas_groups, feature_level=args.cxas_feature_level)
     segmenter = default_segmenter_config(args.num_seg_classes, args.seg_feature_channels)
-    return {"num_seg_classes": args.num_seg_classes, "seg_feature_channels": args.seg_feature_channels,
-            "segmenter_config": segmenter}
+    return {
+        "num_seg_classes": args.num_seg_classes,
+        "seg_feature_channels": args.seg_feature_channels,
+        "segmenter_config": segmenter,
+    }
 
 
 def asarg_processor(model, source: str):
@@ -117,15 +124,21 @@ def load_model(args: AsargModelArguments):
         for name in ("use_seg_features", "use_seg_maps"):
             wanted = getattr(args, name)
             if wanted is not None and wanted != getattr(model.config, name):
-                raise ValueError(f"{name}={wanted} but the checkpoint has {getattr(model.config, name)}; an arm is "
-                                 "fixed by the projector's width: grow a new one from LLaVA instead")
+                raise ValueError(
+                    f"{name}={wanted} but the checkpoint has {getattr(model.config, name)}; an arm is "
+                    "fixed by the projector's width: grow a new one from LLaVA instead"
+                )
         return model, AutoProcessor.from_pretrained(args.model_name_or_path), True
     if model_type != "llava":
         raise ValueError(f"{args.model_name_or_path} is a {model_type!r} checkpoint; expected asarg, llava or 'tiny'")
-    logger.warning("Growing ASaRG from LLaVA: the built-in segmenter starts from RANDOM weights. For the paper's CXAS "
-                   "use `asarg convert-cxas WEIGHTS --llava %s --out DIR` and train from DIR.", args.model_name_or_path)
-    model = AsargForConditionalGeneration.from_llava(args.model_name_or_path, llava_kwargs={"dtype": dtype},
-                                                     **arm(args), **seg_kwargs(args))
+    logger.warning(
+        "Growing ASaRG from LLaVA: the built-in segmenter starts from RANDOM weights. For the paper's CXAS "
+        "use `asarg convert-cxas WEIGHTS --llava %s --out DIR` and train from DIR.",
+        args.model_name_or_path,
+    )
+    model = AsargForConditionalGeneration.from_llava(
+        args.model_name_or_path, llava_kwargs={"dtype": dtype}, **arm(args), **seg_kwargs(args)
+    )
     return model, asarg_processor(model, args.model_name_or_path), False
 
 
@@ -144,9 +157,14 @@ def lora_config(args: AsargModelArguments, model):
     hits = [n for n, _ in model.named_modules() if re.fullmatch(args.lora_target_modules, n)]
     if not hits or any("language_model" not in n for n in hits):
         raise ValueError(f"lora_target_modules must match language-model modules only; it matches {hits[:5]}")
-    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      target_modules=args.lora_target_modules, modules_to_save=args.lora_modules_to_save,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        modules_to_save=args.lora_modules_to_save,
+        task_type="CAUSAL_LM",
+    )
 
 
 # ---- Dataset ---------------------------------------------------------------------------------------------------------
@@ -159,21 +177,21 @@ def load_data(args: ScriptArguments):
     if args.dataset_format == "synthcxr":
         if args.report_section != "findings":
             raise ValueError("SynthCXR reports are findings only; use report_section=findings")
-        from processing.synthcxr.dataset import load_synthcxr
+        from asarg.processing.synthcxr.dataset import load_synthcxr
 
         return load_synthcxr(args.dataset_path, **kw)
     if args.dataset_format == "r2gen":
-        from processing.loaders.r2gen import load_r2gen
+        from asarg.processing.loaders.r2gen import load_r2gen
 
         if not args.image_root:
             raise ValueError("dataset_format=r2gen needs image_root (the folder image_path entries are relative to)")
         return load_r2gen(args.dataset_path, args.image_root, section=args.report_section, **kw)
     if args.dataset_format == "mimic-cxr-jpg":
-        from processing.loaders.mimic_cxr_jpg import load_mimic_cxr_jpg
+        from asarg.processing.loaders.mimic_cxr_jpg import load_mimic_cxr_jpg
 
         return load_mimic_cxr_jpg(args.dataset_path, reports_dir=args.reports_dir, section=args.report_section, **kw)
     if args.dataset_format == "jsonl":
-        from processing.loaders.jsonl import load_jsonl
+        from asarg.processing.loaders.jsonl import load_jsonl
 
         return load_jsonl(args.dataset_path, section=args.report_section, **kw)
     raise ValueError(f"dataset_format={args.dataset_format!r}; use one of {FORMATS}")
@@ -208,8 +226,10 @@ def resume_target(value: str | None, output_dir: str):
 
 def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: AsargModelArguments) -> SFTTrainer:
     if training_args.remove_unused_columns:
-        raise ValueError("remove_unused_columns=True would drop the seg columns (seg_cache_keys, seg_maps, "
-                         "seg_features) before the collator sees them; ASaRG recipes need False")
+        raise ValueError(
+            "remove_unused_columns=True would drop the seg columns (seg_cache_keys, seg_maps, "
+            "seg_features) before the collator sees them; ASaRG recipes need False"
+        )
     if model_args.segmenter == "none" and not script_args.seg_cache_dir:
         raise ValueError("segmenter=none needs seg_cache_dir: without a segmenter the seg inputs come from the cache")
     resume = resume_target(training_args.resume_from_checkpoint, training_args.output_dir)
@@ -225,8 +245,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Asa
 
     collator = None
     if script_args.seg_cache_dir:
-        from processing.seg_cache import SegCache
-        from processing.seg_collator import AsargSegCacheCollator
+        from asarg.processing.seg_cache import SegCache
+        from asarg.processing.seg_collator import AsargSegCacheCollator
 
         # Its own processor copy: strip_segmenter below must not stop the cache from preparing segmenter input.
         cache = SegCache(script_args.seg_cache_dir, model, copy.deepcopy(processor))
@@ -242,8 +262,15 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Asa
         # The adapter alone cannot rebuild a base that exists only here (tiny, or grown with a random segmenter).
         model.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
         processor.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evals,
-                         processing_class=processor, data_collator=collator, peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=processor,
+        data_collator=collator,
+        peft_config=peft_config,
+    )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # full model (Hub files + auto_map) or, with PEFT, the adapter
     if training_args.should_save:

@@ -4,10 +4,10 @@ finds in generated vs reference chest X-ray reports."""
 import datasets
 import evaluate
 
-# The labeler and the maths live in the installed `asarg` package (its `processing` module), so this script stays a
+# The labeler and the maths live in the installed `asarg` package (`asarg.evaluation`), so this script stays a
 # thin shell and nothing is copied: evaluate's loader only copies single-file relative imports, and the labeler is a
 # package with phrase-list data files. The "From:" comment names the pip package in evaluate's missing-import error.
-from processing.clinical_efficacy import check_pair, compute_ce  # From: asarg
+from asarg.evaluation.clinical_efficacy import check_pair, compute_ce  # From: asarg
 
 _CITATION = """\
 @article{irvin2019chexpert,

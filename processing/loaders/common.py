@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..report_labeler.constants import CHEXPERT_LABELS
+from asarg.evaluation.report_labeler.constants import CHEXPERT_LABELS
 
 DEFAULT_PROMPT = "Write the findings section of the radiology report for this chest X-ray."
 SECTIONS = ("findings", "findings+impression")
@@ -23,10 +23,17 @@ def messages(report: str, prompt: str = DEFAULT_PROMPT, n_images: int = 1) -> li
     return [{"role": "user", "content": user}, {"role": "assistant", "content": [{"type": "text", "text": report}]}]
 
 
-def row(id_: str, images: list[str], report: str, prompt: str = DEFAULT_PROMPT, labels: dict | None = None,
-        **extra) -> dict:
-    return {"id": id_, "images": list(images), "messages": messages(report, prompt, len(images)), "report": report,
-            "labels": {o: (None if labels is None else labels.get(o)) for o in CHEXPERT}, **extra}
+def row(
+    id_: str, images: list[str], report: str, prompt: str = DEFAULT_PROMPT, labels: dict | None = None, **extra
+) -> dict:
+    return {
+        "id": id_,
+        "images": list(images),
+        "messages": messages(report, prompt, len(images)),
+        "report": report,
+        "labels": {o: (None if labels is None else labels.get(o)) for o in CHEXPERT},
+        **extra,
+    }
 
 
 def check_section(section: str) -> None:
@@ -56,8 +63,10 @@ class SkipCounter:
         if self.counts:
             log.warning("%s: kept %d records, skipped %s", self.source, kept, dict(self.counts))
         if kept == 0:
-            raise ValueError(f"{self.source}: no usable records (skipped: {dict(self.counts) or 'none'}); check the "
-                             "paths and the report section you asked for")
+            raise ValueError(
+                f"{self.source}: no usable records (skipped: {dict(self.counts) or 'none'}); check the "
+                "paths and the report section you asked for"
+            )
         return dict(self.counts)
 
 
@@ -66,10 +75,13 @@ def features(extra: dict | None = None):
     import datasets
 
     text = [{"type": datasets.Value("string"), "text": datasets.Value("string")}]
-    feats = {"id": datasets.Value("string"), "images": datasets.List(datasets.Image()),
-             "messages": [{"role": datasets.Value("string"), "content": text}],
-             "report": datasets.Value("string"),
-             "labels": {o: datasets.Value("int8") for o in CHEXPERT}}
+    feats = {
+        "id": datasets.Value("string"),
+        "images": datasets.List(datasets.Image()),
+        "messages": [{"role": datasets.Value("string"), "content": text}],
+        "report": datasets.Value("string"),
+        "labels": {o: datasets.Value("int8") for o in CHEXPERT},
+    }
     feats.update(extra or {})
     return datasets.Features(feats)
 
@@ -79,8 +91,9 @@ def to_datasets(rows_by_split: dict[str, list[dict]], extra_features: dict | Non
     import datasets
 
     feats = features(extra_features)
-    return datasets.DatasetDict({s: datasets.Dataset.from_list(rows, features=feats)
-                                 for s, rows in rows_by_split.items() if rows})
+    return datasets.DatasetDict(
+        {s: datasets.Dataset.from_list(rows, features=feats) for s, rows in rows_by_split.items() if rows}
+    )
 
 
 _HEADING = re.compile(r"^[ \t]*([A-Z][A-Z /&-]{2,40}):", re.MULTILINE)
@@ -96,7 +109,7 @@ def parse_sections(text: str) -> dict[str, str]:
     out[""] = " ".join(pre.split())
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        out[m.group(1).strip().lower()] = " ".join(text[m.end():end].split())
+        out[m.group(1).strip().lower()] = " ".join(text[m.end() : end].split())
     return out
 
 

@@ -29,8 +29,13 @@ def _split(value: str | None, default: str, where: str) -> str:
     return split
 
 
-def read_jsonl(path: str | Path, section: str = "findings", default_split: str = "train",
-               prompt: str = DEFAULT_PROMPT, strict: bool = False) -> tuple[dict[str, list[dict]], dict]:
+def read_jsonl(
+    path: str | Path,
+    section: str = "findings",
+    default_split: str = "train",
+    prompt: str = DEFAULT_PROMPT,
+    strict: bool = False,
+) -> tuple[dict[str, list[dict]], dict]:
     check_section(section)
     path = Path(path)
     if not path.is_file():
@@ -46,21 +51,34 @@ def read_jsonl(path: str | Path, section: str = "findings", default_split: str =
         images = rec.get("images") or ([rec["image"]] if rec.get("image") else [])
         paths = [path.parent / p for p in images]
         report = compose_report(rec.get("findings"), rec.get("impression"), section)
-        problem = ("empty findings" if not (rec.get("findings") or "").strip() else "no image" if not paths
-                   else "missing image" if any(not p.is_file() for p in paths) else None)
+        problem = (
+            "empty findings"
+            if not (rec.get("findings") or "").strip()
+            else "no image"
+            if not paths
+            else "missing image"
+            if any(not p.is_file() for p in paths)
+            else None
+        )
         if problem:
             if strict:
                 raise ValueError(f"{path}:{n} (id {rec.get('id')!r}): {problem}")
             skips.skip(problem)
             continue
         split = _split(rec.get("split"), default_split, f"{path}:{n}")
-        rows[split].append(row(str(rec.get("id", f"{path.stem}-{n}")), [str(p) for p in paths], report, prompt,
-                               rec.get("labels")))
+        rows[split].append(
+            row(str(rec.get("id", f"{path.stem}-{n}")), [str(p) for p in paths], report, prompt, rec.get("labels"))
+        )
     return rows, skips.finish(sum(len(r) for r in rows.values()))
 
 
-def read_image_folder(root: str | Path, section: str = "findings", default_split: str = "train",
-                      prompt: str = DEFAULT_PROMPT, strict: bool = False) -> tuple[dict[str, list[dict]], dict]:
+def read_image_folder(
+    root: str | Path,
+    section: str = "findings",
+    default_split: str = "train",
+    prompt: str = DEFAULT_PROMPT,
+    strict: bool = False,
+) -> tuple[dict[str, list[dict]], dict]:
     check_section(section)
     root = Path(root)
     if not root.is_dir():
@@ -68,8 +86,9 @@ def read_image_folder(root: str | Path, section: str = "findings", default_split
     skips, rows = SkipCounter(str(root)), {s: [] for s in SPLITS}
     for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         rel = img.relative_to(root)
-        split = _split(rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in SPLITS + ("val",) else None,
-                       default_split, str(img))
+        split = _split(
+            rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in SPLITS + ("val",) else None, default_split, str(img)
+        )
         txt = img.with_suffix(".txt")
         problem, report = None, ""
         if not txt.is_file():

@@ -54,15 +54,23 @@ def _labels(rec: dict | None) -> dict | None:
     return {o: (int(float(rec[o])) if rec.get(o) not in (None, "") else None) for o in CHEXPERT}
 
 
-def read_mimic_cxr_jpg(root: str | Path, reports_dir: str | Path | None = None, section: str = "findings",
-                       views=FRONTAL, max_images: int | None = 1, prompt: str = DEFAULT_PROMPT,
-                       strict: bool = False) -> tuple[dict[str, list[dict]], dict]:
+def read_mimic_cxr_jpg(
+    root: str | Path,
+    reports_dir: str | Path | None = None,
+    section: str = "findings",
+    views=FRONTAL,
+    max_images: int | None = 1,
+    prompt: str = DEFAULT_PROMPT,
+    strict: bool = False,
+) -> tuple[dict[str, list[dict]], dict]:
     check_section(section)
     root = Path(root)
     reports_dir = Path(reports_dir) if reports_dir is not None else root
     split_rows = _read_csv(root, "mimic-cxr-2.0.0-split")
     view = {r["dicom_id"]: r.get("ViewPosition", "") for r in _read_csv(root, "mimic-cxr-2.0.0-metadata")}
-    chexpert = {(r["subject_id"], r["study_id"]): r for r in (_read_csv(root, "mimic-cxr-2.0.0-chexpert", False) or [])}
+    chexpert = {
+        (r["subject_id"], r["study_id"]): r for r in (_read_csv(root, "mimic-cxr-2.0.0-chexpert", False) or [])
+    }
     studies: dict[tuple, list[str]] = defaultdict(list)
     study_split: dict[tuple, str] = {}
     for r in split_rows:
@@ -80,8 +88,9 @@ def read_mimic_cxr_jpg(root: str | Path, reports_dir: str | Path | None = None, 
                 raise ValueError(f"study s{study} (subject {subject}): {problem}")
             skips.skip(problem)
             continue
-        rows[study_split[key]].append(row(f"s{study}", images, report, prompt, _labels(chexpert.get(key)),
-                                          subject_id=subject))
+        rows[study_split[key]].append(
+            row(f"s{study}", images, report, prompt, _labels(chexpert.get(key)), subject_id=subject)
+        )
     return rows, skips.finish(sum(len(r) for r in rows.values()))
 
 

@@ -15,12 +15,20 @@ from .common import DEFAULT_PROMPT, SkipCounter, check_images, check_section, ro
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 
 
-def read_r2gen(annotation: str | Path, image_dir: str | Path, section: str = "findings", max_images: int | None = None,
-               prompt: str = DEFAULT_PROMPT, strict: bool = False) -> tuple[dict[str, list[dict]], dict]:
+def read_r2gen(
+    annotation: str | Path,
+    image_dir: str | Path,
+    section: str = "findings",
+    max_images: int | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    strict: bool = False,
+) -> tuple[dict[str, list[dict]], dict]:
     check_section(section)
     if section != "findings":
-        raise ValueError("R2Gen annotation.json holds only the findings section (`report`); use section='findings' "
-                         "or load MIMIC-CXR from its own report files (mimic_cxr_jpg) to get the impression")
+        raise ValueError(
+            "R2Gen annotation.json holds only the findings section (`report`); use section='findings' "
+            "or load MIMIC-CXR from its own report files (mimic_cxr_jpg) to get the impression"
+        )
     annotation, image_dir = Path(annotation), Path(image_dir)
     if not annotation.is_file():
         raise ValueError(f"annotation file {annotation} does not exist")
@@ -39,8 +47,10 @@ def read_r2gen(annotation: str | Path, image_dir: str | Path, section: str = "fi
             missing = check_images(paths) if paths else ["<no image_path>"]
             if missing:
                 if strict:
-                    raise ValueError(f"{annotation}: record {rec.get('id')!r} refers to missing image(s) {missing}; "
-                                     f"check image_dir={image_dir}")
+                    raise ValueError(
+                        f"{annotation}: record {rec.get('id')!r} refers to missing image(s) {missing}; "
+                        f"check image_dir={image_dir}"
+                    )
                 skips.skip("missing image")
                 continue
             out.append(row(str(rec.get("id")), [str(p) for p in paths], report, prompt))

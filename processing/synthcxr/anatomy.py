@@ -12,7 +12,8 @@ from functools import cache
 
 import numpy as np
 
-from ..cxas_classes import cxas_index
+from modeling_asarg.configuration_asarg import cxas_class_index
+
 from .raster import unit_circle, xy
 
 SIDES = {"right": -1, "left": 1}
@@ -22,14 +23,25 @@ N_ANTERIOR_RIBS = 6
 
 
 def _anatomy_classes() -> tuple[str, ...]:
-    names = ["right lung", "left lung", "heart", "cardiomediastinum", "upper mediastinum", "aortic arch",
-             "descending aorta", "trachea", "tracheal bifurcation", "spine", "stomach"]
+    names = [
+        "right lung",
+        "left lung",
+        "heart",
+        "cardiomediastinum",
+        "upper mediastinum",
+        "aortic arch",
+        "descending aorta",
+        "trachea",
+        "tracheal bifurcation",
+        "spine",
+        "stomach",
+    ]
     for side in ("right", "left"):
         names += [f"clavicle {side}", f"scapula {side}", f"{side} hemidiaphragm", f"breast {side}"]
         names += [f"posterior {ORDINALS[k]} rib {side}" for k in range(N_POSTERIOR_RIBS)]
         names += [f"anterior {ORDINALS[k]} rib {side}" for k in range(N_ANTERIOR_RIBS)]
         names += [f"{side} {z}" for z in ("apical zone lung", "upper zone lung", "mid zone lung", "lung base")]
-    return tuple(sorted(names, key=cxas_index))  # CXAS channel order; cxas_index raises on a misspelt name
+    return tuple(sorted(names, key=cxas_class_index))  # CXAS channel order; cxas_class_index raises on a misspelt name
 
 
 ANATOMY_CLASSES = _anatomy_classes()  # the SynthCXR mask channels: a named subset of the 159 CXAS classes
@@ -221,8 +233,9 @@ def trachea(a: Anatomy) -> tuple[np.ndarray, np.ndarray]:
     w = 0.019
     outline = _outline(a.mid + shift - w, v, a.mid + shift + w, v)
     c = a.carina_v
-    carina = np.array([[a.mid - 0.03, c - 0.015], [a.mid + 0.03, c - 0.015], [a.mid + 0.045, c + 0.03],
-                       [a.mid - 0.04, c + 0.03]])
+    carina = np.array(
+        [[a.mid - 0.03, c - 0.015], [a.mid + 0.03, c - 0.015], [a.mid + 0.045, c + 0.03], [a.mid - 0.04, c + 0.03]]
+    )
     return outline, carina
 
 
@@ -329,8 +342,13 @@ def clavicle(a: Anatomy, side: str) -> np.ndarray:
 
 def scapula(a: Anatomy, side: str) -> np.ndarray:
     s, L = SIDES[side], a.half_width[side]
-    pts = [(1.25, a.apex - 0.03), (0.88, a.apex + 0.03), (0.86, a.apex + 0.10), (1.05, a.apex + 0.30),
-           (1.3, a.apex + 0.2)]
+    pts = [
+        (1.25, a.apex - 0.03),
+        (0.88, a.apex + 0.03),
+        (0.86, a.apex + 0.10),
+        (1.05, a.apex + 0.30),
+        (1.3, a.apex + 0.2),
+    ]
     return np.array([[_side_u(a, s, d * L), v] for d, v in pts])
 
 
@@ -338,9 +356,16 @@ def body(a: Anatomy) -> np.ndarray:
     """Soft-tissue outline: neck, shoulders, chest wall and flanks down to the bottom of the image."""
     m = a.mid
     wall = max(a.half_width.values()) + a.body_margin
-    pts_r = [(m - 0.085, -0.05), (m - 0.095, a.apex - 0.09), (m - 0.16, a.apex - 0.075),
-             (m - 0.26, a.apex - 0.06), (m - wall - 0.03, a.apex - 0.03), (m - wall - 0.045, a.apex + 0.04),
-             (m - wall - 0.02, a.widest), (m - wall + 0.01, 1.05)]
+    pts_r = [
+        (m - 0.085, -0.05),
+        (m - 0.095, a.apex - 0.09),
+        (m - 0.16, a.apex - 0.075),
+        (m - 0.26, a.apex - 0.06),
+        (m - wall - 0.03, a.apex - 0.03),
+        (m - wall - 0.045, a.apex + 0.04),
+        (m - wall - 0.02, a.widest),
+        (m - wall + 0.01, 1.05),
+    ]
     pts_l = [(2 * m - u, v) for u, v in reversed(pts_r)]
     return np.array(pts_r + pts_l)
 

@@ -6,6 +6,7 @@ reports and labels match what is drawn?
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 from pathlib import Path
 
@@ -16,12 +17,16 @@ from ..atomic import atomic_write
 from .generator import generate_study
 
 # overlay colours per structure group (RGB); later groups are painted over earlier ones
-GROUPS = [("ribs", lambda n: " rib " in n, (230, 200, 60)), ("lungs", lambda n: n in ("right lung", "left lung"),
-          (60, 140, 255)), ("heart", lambda n: n == "heart", (255, 80, 80)),
-          ("mediastinum", lambda n: n == "upper mediastinum", (255, 150, 40)),
-          ("trachea", lambda n: n == "trachea", (40, 220, 220)), ("spine", lambda n: n == "spine", (170, 90, 255)),
-          ("clavicles", lambda n: n.startswith("clavicle"), (120, 255, 120)),
-          ("diaphragm", lambda n: n.endswith("hemidiaphragm"), (255, 90, 220))]
+GROUPS = [
+    ("ribs", lambda n: " rib " in n, (230, 200, 60)),
+    ("lungs", lambda n: n in ("right lung", "left lung"), (60, 140, 255)),
+    ("heart", lambda n: n == "heart", (255, 80, 80)),
+    ("mediastinum", lambda n: n == "upper mediastinum", (255, 150, 40)),
+    ("trachea", lambda n: n == "trachea", (40, 220, 220)),
+    ("spine", lambda n: n == "spine", (170, 90, 255)),
+    ("clavicles", lambda n: n.startswith("clavicle"), (120, 255, 120)),
+    ("diaphragm", lambda n: n.endswith("hemidiaphragm"), (255, 90, 220)),
+]
 
 
 def overlay(image: np.ndarray, names, masks: np.ndarray, findings: list | None = None) -> Image.Image:
@@ -58,9 +63,13 @@ def contact_sheet(seed: int = 0, start: int = 0, n: int = 8, size: int = 256, co
         pos = [o for o, v in st.labels.items() if v == 1]
         unc = [o for o, v in st.labels.items() if v == -1]
         head = f"{st.id}  CTR {st.measurements['ctr']:.2f}  | 1: {', '.join(pos) or '-'}" + (
-            f" | -1: {', '.join(unc)}" if unc else "")
-        body = textwrap.fill(head, width=int(tile_w / (font.size * 0.5))) + "\n" + textwrap.fill(
-            st.report, width=int(tile_w / (font.size * 0.5)))
+            f" | -1: {', '.join(unc)}" if unc else ""
+        )
+        body = (
+            textwrap.fill(head, width=int(tile_w / (font.size * 0.5)))
+            + "\n"
+            + textwrap.fill(st.report, width=int(tile_w / (font.size * 0.5)))
+        )
         draw.multiline_text((x + 4, y + size + 3), body, fill=(0, 0, 0), font=font, spacing=2)
     return sheet
 
@@ -74,3 +83,21 @@ def save_contact_sheet(path: str | Path, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buf.getvalue())
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`asarg contact-sheet`."""
+    p = argparse.ArgumentParser(
+        prog="asarg contact-sheet",
+        description="Write a PNG of SynthCXR films with anatomy/finding overlays, labels and reports.",
+    )
+    p.add_argument("--out", default="synthcxr_contact_sheet.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="first study index")
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--cols", type=int, default=4)
+    args = p.parse_args(argv)
+    path = save_contact_sheet(args.out, seed=args.seed, start=args.start, n=args.n, size=args.size, cols=args.cols)
+    print(f"wrote {path}")
+    return 0

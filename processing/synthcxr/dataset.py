@@ -58,10 +58,20 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def record(study: Study) -> dict:
-    return {"id": study.id, "index": study.index, "seed": study.seed, "version": study.version,
-            "split": split_of(study.index), "image": f"images/{study.id}.png", "mask": f"masks/{study.id}.npz",
-            "findings_text": study.report, "labels": study.labels, "findings": [f.to_json() for f in study.findings],
-            "measurements": study.measurements, "distractors": study.distractors}
+    return {
+        "id": study.id,
+        "index": study.index,
+        "seed": study.seed,
+        "version": study.version,
+        "split": split_of(study.index),
+        "image": f"images/{study.id}.png",
+        "mask": f"masks/{study.id}.npz",
+        "findings_text": study.report,
+        "labels": study.labels,
+        "findings": [f.to_json() for f in study.findings],
+        "measurements": study.measurements,
+        "distractors": study.distractors,
+    }
 
 
 def finding_masks(study: Study) -> np.ndarray:
@@ -74,7 +84,7 @@ def finding_masks(study: Study) -> np.ndarray:
 
 
 class BackgroundWriter:
-    """Atomic file writes (`processing.atomic.atomic_write`, fsync included) on one background thread.
+    """Atomic file writes (`asarg.processing.atomic.atomic_write`, fsync included) on one background thread.
 
     The thread spends its time waiting for the disk in fsync, which needs no CPU and releases the GIL, so that wait
     overlaps the generation of the next studies even on one core. A failed write is raised by `write` (that call
@@ -130,8 +140,9 @@ def label_distribution(records: list[dict]) -> dict:
     return {o: {k: c[k] for k in ("1", "-1", "0", "blank")} for o, c in dist.items()}
 
 
-def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, size: int = 256, workers: int = 1,
-                  progress: bool = False) -> dict:
+def write_dataset(
+    out: str | os.PathLike, n: int, seed: int = 0, size: int = 256, workers: int = 1, progress: bool = False
+) -> dict:
     """Generate studies 0..n-1 of `seed` into `out`; returns dataset_info. Deterministic for any `workers`."""
     if n <= 0 or size < 64:
         raise ValueError(f"need n > 0 and size >= 64 (got n={n}, size={size})")
@@ -153,8 +164,15 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, size: int = 256
     by_split = {s: [r for r in records if r["split"] == s] for s in SPLITS}
     for s, recs in by_split.items():
         atomic_write(out / f"{s}.jsonl", "".join(json.dumps(r) + "\n" for r in recs).encode())
-    info = {"version": VERSION, "seed": seed, "n": n, "size": size, "splits": {s: len(r) for s, r in by_split.items()},
-            "anatomy_classes": list(ANATOMY_CLASSES), "label_distribution": label_distribution(records)}
+    info = {
+        "version": VERSION,
+        "seed": seed,
+        "n": n,
+        "size": size,
+        "splits": {s: len(r) for s, r in by_split.items()},
+        "anatomy_classes": list(ANATOMY_CLASSES),
+        "label_distribution": label_distribution(records),
+    }
     atomic_write(out / "dataset_info.json", json.dumps(info, indent=1).encode())
     return info
 
@@ -195,14 +213,26 @@ def load_synthcxr(root: str | os.PathLike, prompt: str | None = None, splits=SPL
     from ..loaders.common import DEFAULT_PROMPT, row, to_datasets
 
     root = Path(root).resolve()
-    version = json.loads((root / "dataset_info.json").read_text()).get("version") if (
-        root / "dataset_info.json").is_file() else None
+    version = (
+        json.loads((root / "dataset_info.json").read_text()).get("version")
+        if (root / "dataset_info.json").is_file()
+        else None
+    )
     if version != VERSION:
         raise ValueError(f"{root} holds {version!r}, this code reads {VERSION!r}; regenerate it with `asarg synth`")
     rows = {}
     for s in splits:
-        rows[s] = [row(r["id"], [str(root / r["image"])], r["findings_text"], prompt or DEFAULT_PROMPT, r["labels"],
-                       mask=str(root / r["mask"]), findings_json=json.dumps(r["findings"]))
-                   for r in read_manifest(root, s)]
+        rows[s] = [
+            row(
+                r["id"],
+                [str(root / r["image"])],
+                r["findings_text"],
+                prompt or DEFAULT_PROMPT,
+                r["labels"],
+                mask=str(root / r["mask"]),
+                findings_json=json.dumps(r["findings"]),
+            )
+            for r in read_manifest(root, s)
+        ]
     extra = {"mask": datasets.Value("string"), "findings_json": datasets.Value("string")}
     return to_datasets(rows, extra)

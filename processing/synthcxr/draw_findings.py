@@ -42,12 +42,17 @@ def effusion(sc: Scene, rng, side: str) -> list[Finding]:
     out = []
     for s in SIDE_LIST[side]:
         L, cp = sc.a.half_width[s], sc.a.cp[s]
-        h = float(rng.choice([rng.uniform(0.008, 0.04), rng.uniform(0.04, 0.13), rng.uniform(0.13, 0.3)],
-                             p=[0.5, 0.35, 0.15]))
+        h = float(
+            rng.choice(
+                [rng.uniform(0.008, 0.04), rng.uniform(0.04, 0.13), rng.uniform(0.13, 0.3)], p=[0.5, 0.35, 0.15]
+            )
+        )
         x = np.linspace(1.2, 0.0, 16)
         top = cp - h + (0.03 + 0.5 * h) * (1 - np.clip(x, 0, 1)) ** 1.5  # meniscus: higher along the wall
         sgn = ana.SIDES[s]
-        poly = np.concatenate([np.stack([sc.a.mid + sgn * x * L, top], 1), [[sc.a.mid, 1.1], [sc.a.mid + sgn * 1.2 * L, 1.1]]])
+        poly = np.concatenate(
+            [np.stack([sc.a.mid + sgn * x * L, top], 1), [[sc.a.mid, 1.1], [sc.a.mid + sgn * 1.2 * L, 1.1]]]
+        )
         region = sc.r.mask(poly) & sc.hemithorax[s]
         fluid = soft_blur(region, 2.5 * sc.scale)
         rows = np.linspace(0, 1, sc.size, dtype=np.float32)[:, None]
@@ -61,14 +66,25 @@ def effusion(sc: Scene, rng, side: str) -> list[Finding]:
     loc = [f"{s} lung base" for s, _, _ in out] + [f"{s} hemidiaphragm" for s, _, _ in out]
     if sev >= 0.13:
         loc += [f"{s} mid zone lung" for s, _, _ in out]
-    return [Finding("effusion", {"Pleural Effusion": -1 if hedged else 1}, side, severity, loc,
-                    {"height": sev}, mask, {"hedged": hedged})]
+    return [
+        Finding(
+            "effusion",
+            {"Pleural Effusion": -1 if hedged else 1},
+            side,
+            severity,
+            loc,
+            {"height": sev},
+            mask,
+            {"hedged": hedged},
+        )
+    ]
 
 
 def pneumothorax(sc: Scene, rng, side: str) -> list[Finding]:
     a, s = sc.a, ana.SIDES[side]
-    f = float(rng.choice([rng.uniform(0.92, 0.975), rng.uniform(0.84, 0.92), rng.uniform(0.7, 0.84)],
-                         p=[0.5, 0.35, 0.15]))
+    f = float(
+        rng.choice([rng.uniform(0.92, 0.975), rng.uniform(0.84, 0.92), rng.uniform(0.7, 0.84)], p=[0.5, 0.35, 0.15])
+    )
     anchor = np.array([a.mid + s * a.mediastinum_half, a.dome[side]])
     hemi = sc.hemi_pts[side]
     collapsed = anchor + (hemi - anchor) * f
@@ -84,8 +100,18 @@ def pneumothorax(sc: Scene, rng, side: str) -> list[Finding]:
     severity = "small" if f > 0.92 else "moderate" if f > 0.84 else "large"
     hedged = f > 0.955 and _hedge(rng, 0.4)
     loc = [f"{side} apical zone lung", f"{side} upper zone lung"] + ([f"{side} mid zone lung"] if f < 0.9 else [])
-    return [Finding("pneumothorax", {"Pneumothorax": -1 if hedged else 1}, side, severity, loc,
-                    {"collapse_factor": f}, gap, {"hedged": hedged})]
+    return [
+        Finding(
+            "pneumothorax",
+            {"Pneumothorax": -1 if hedged else 1},
+            side,
+            severity,
+            loc,
+            {"collapse_factor": f},
+            gap,
+            {"hedged": hedged},
+        )
+    ]
 
 
 def pleural_thickening(sc: Scene, rng, side: str) -> list[Finding]:
@@ -98,16 +124,32 @@ def pleural_thickening(sc: Scene, rng, side: str) -> list[Finding]:
         hemi = sc.hemi_pts[s]
         shrunk = anchor + (hemi - anchor) * (1 - t / (a.half_width[s] if not apical else (a.cp[s] - a.apex)))
         band = sc.hemithorax[s] & ~sc.r.mask(shrunk) & sc.masks[f"{s} lung"]
-        zone = sc.zone(s, "apical zone lung") | sc.zone(s, "upper zone lung") if apical else sc.zone(
-            s, "mid zone lung") | sc.zone(s, "upper zone lung")
+        zone = (
+            sc.zone(s, "apical zone lung") | sc.zone(s, "upper zone lung")
+            if apical
+            else sc.zone(s, "mid zone lung") | sc.zone(s, "upper zone lung")
+        )
         band &= zone
         sc.density += 0.4 * binomial_blur(band, 2)
         masks.append(band)
-        loc += [f"{s} apical zone lung", f"{s} upper zone lung"] if apical else [f"{s} upper zone lung",
-                                                                                 f"{s} mid zone lung"]
+        loc += (
+            [f"{s} apical zone lung", f"{s} upper zone lung"]
+            if apical
+            else [f"{s} upper zone lung", f"{s} mid zone lung"]
+        )
         del sg
-    return [Finding("pleural_thickening", {"Pleural Other": 1}, side, None, loc, {}, np.any(masks, axis=0),
-                    {"apical": bool(apical)})]
+    return [
+        Finding(
+            "pleural_thickening",
+            {"Pleural Other": 1},
+            side,
+            None,
+            loc,
+            {},
+            np.any(masks, axis=0),
+            {"apical": bool(apical)},
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- parenchyma
@@ -121,8 +163,17 @@ def _blob(sc: Scene, rng, side: str, zone: str, radius: float, lobes: int) -> np
     img, draw = sc.r.canvas()
     for _ in range(lobes):
         off = rng.normal(0, radius * 0.6, 2)
-        sc.r.polygon(draw, ellipse_pts(c[0] + off[0], c[1] + off[1], radius * rng.uniform(0.6, 1.2),
-                                       radius * rng.uniform(0.5, 1.0), 16, rng.uniform(0, np.pi)))
+        sc.r.polygon(
+            draw,
+            ellipse_pts(
+                c[0] + off[0],
+                c[1] + off[1],
+                radius * rng.uniform(0.6, 1.2),
+                radius * rng.uniform(0.5, 1.0),
+                16,
+                rng.uniform(0, np.pi),
+            ),
+        )
     return soft_blur(img, radius * sc.pose.px_per_unit * 0.5) * sc.masks[f"{side} lung"]
 
 
@@ -149,8 +200,9 @@ def airspace(sc: Scene, rng, kind: str, side: str) -> list[Finding]:
     mask = np.any(masks, axis=0)
     if kind == "consolidation":
         pn = rng.choice(["none", "hedged", "stated"], p=[0.35, 0.4, 0.25])
-        obs = {"Consolidation": 1} | ({"Pneumonia": -1} if pn == "hedged" else {"Pneumonia": 1} if pn == "stated"
-                                     else {})
+        obs = {"Consolidation": 1} | (
+            {"Pneumonia": -1} if pn == "hedged" else {"Pneumonia": 1} if pn == "stated" else {}
+        )
         return [Finding("consolidation", obs, side, None, loc, {}, mask, {"pneumonia": str(pn), "zones": zones})]
     dd = rng.choice(["none", "atelectasis", "pneumonia", "both", "infection"], p=[0.35, 0.2, 0.15, 0.2, 0.1])
     obs = {"Lung Opacity": 1}
@@ -189,8 +241,18 @@ def atelectasis(sc: Scene, rng, side: str, lifted: bool) -> list[Finding]:
     obs = {"Atelectasis": 1 if wording == "stated" else -1}
     if wording == "opacity_likely":
         obs["Lung Opacity"] = 1
-    return [Finding("atelectasis", obs, side, "plate-like" if plate else "basilar", loc, {"volume_loss": lifted},
-                    np.any(masks, axis=0), {"wording": str(wording)})]
+    return [
+        Finding(
+            "atelectasis",
+            obs,
+            side,
+            "plate-like" if plate else "basilar",
+            loc,
+            {"volume_loss": lifted},
+            np.any(masks, axis=0),
+            {"wording": str(wording)},
+        )
+    ]
 
 
 def edema(sc: Scene, rng) -> list[Finding]:
@@ -216,8 +278,18 @@ def edema(sc: Scene, rng) -> list[Finding]:
         sc.density += 0.12 * binomial_blur(to_array(img), 1) / 255.0 * lungs
     wording = rng.choice(["stated", "congestion", "hedged"], p=[0.6, 0.2, 0.2]) if level < 0.45 else "stated"
     obs = {"Edema": -1 if wording == "hedged" else 1}
-    return [Finding("edema", obs, "bilateral", severity, ["right lung", "left lung"], {"level": level},
-                    haze > 0.5, {"wording": str(wording)})]
+    return [
+        Finding(
+            "edema",
+            obs,
+            "bilateral",
+            severity,
+            ["right lung", "left lung"],
+            {"level": level},
+            haze > 0.5,
+            {"wording": str(wording)},
+        )
+    ]
 
 
 def nodule(sc: Scene, rng, kind: str, side: str) -> list[Finding]:
@@ -234,8 +306,18 @@ def nodule(sc: Scene, rng, kind: str, side: str) -> list[Finding]:
     mask = disk > 0.5
     size_mm = r * 2 * 390  # 1 canonical unit is about 39 cm on a PA film
     hedged = kind == "nodule" and r < 0.012 and _hedge(rng, 0.5)
-    return [Finding(kind, {"Lung Lesion": -1 if hedged else 1}, side, None, [f"{side} {zone}", f"{side} lung"],
-                    {"diameter_mm": round(size_mm, 1)}, mask, {"hedged": hedged})]
+    return [
+        Finding(
+            kind,
+            {"Lung Lesion": -1 if hedged else 1},
+            side,
+            None,
+            [f"{side} {zone}", f"{side} lung"],
+            {"diameter_mm": round(size_mm, 1)},
+            mask,
+            {"hedged": hedged},
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- bones
@@ -258,8 +340,18 @@ def rib_fracture(sc: Scene, rng, side: str) -> list[Finding]:
     img, draw = sc.r.canvas()
     sc.r.polygon(draw, ellipse_pts(u, v, 0.6 * t, 0.75 * t, 14))
     mask = (to_array(img) > 0) & sc.masks[name]
-    return [Finding("rib_fracture", {"Fracture": 1}, side, "healed" if healed else "acute", [name],
-                    {"rib": k}, mask, {"healed": healed})]
+    return [
+        Finding(
+            "rib_fracture",
+            {"Fracture": 1},
+            side,
+            "healed" if healed else "acute",
+            [name],
+            {"rib": k},
+            mask,
+            {"healed": healed},
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- devices
@@ -284,8 +376,15 @@ def device(sc: Scene, rng, kind: str) -> list[Finding]:
         loc = ["trachea"]
     elif kind == "ng_tube":
         cu, cv, _, _ = ana.stomach(a)
-        pts = np.array([[m + 0.01, -0.02], [m + 0.012, a.carina_v], [m + 0.025, a.dome["left"]],
-                        [cu - 0.02, cv + 0.01], [cu + 0.03, cv - 0.005]])
+        pts = np.array(
+            [
+                [m + 0.01, -0.02],
+                [m + 0.012, a.carina_v],
+                [m + 0.025, a.dome["left"]],
+                [cu - 0.02, cv + 0.01],
+                [cu + 0.03, cv - 0.005],
+            ]
+        )
         mask = _tube(sc, pts, 0.006, lvl)
         loc = ["stomach"]
     elif kind in ("cvc", "picc"):
@@ -300,8 +399,12 @@ def device(sc: Scene, rng, kind: str) -> list[Finding]:
             params["access"] = "subclavian" if kind == "cvc" else "arm"
             start = 1.3 if kind == "picc" else 0.75
             lat = m + sg * a.half_width[side] * start
-            pts = [[lat, a.clavicle_v + 0.06], [m + sg * 0.12, a.clavicle_v + 0.035], [svc, a.apex + 0.09],
-                   [svc, tip_v]]
+            pts = [
+                [lat, a.clavicle_v + 0.06],
+                [m + sg * 0.12, a.clavicle_v + 0.035],
+                [svc, a.apex + 0.09],
+                [svc, tip_v],
+            ]
         mask = _tube(sc, np.array(pts), 0.005, lvl)
         params["tip"] = "cavoatrial junction" if tip_v > a.carina_v + 0.06 else "mid SVC"
         loc = ["upper mediastinum"]
@@ -357,8 +460,11 @@ def distractors(sc: Scene, rng) -> list[str]:
         sc.r.line(sc.hard_draw, pts, 0.004, fill=35)
         out.append("skin fold")
     if rng.random() < 0.6:
-        corner = (rng.uniform(0.05, 0.12), rng.uniform(0.04, 0.1)) if rng.random() < 0.5 else (
-            rng.uniform(0.86, 0.93), rng.uniform(0.04, 0.1))
+        corner = (
+            (rng.uniform(0.05, 0.12), rng.uniform(0.04, 0.1))
+            if rng.random() < 0.5
+            else (rng.uniform(0.86, 0.93), rng.uniform(0.04, 0.1))
+        )
         xy = sc.pose(np.array([corner]))[0]
         d = sc.hard_draw
         h, w = 9 * sc.scale, 5 * sc.scale

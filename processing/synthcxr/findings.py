@@ -11,9 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CHEXPERT = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-            "Fracture", "Support Devices")
+CHEXPERT = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 
 DEVICE_KINDS = ("ett", "ng_tube", "cvc", "picc", "pacemaker")
 
@@ -34,9 +47,15 @@ class Finding:
         if self.mask is not None and self.mask.any():
             ys, xs = np.flatnonzero(self.mask.any(axis=1)), np.flatnonzero(self.mask.any(axis=0))
             bbox = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
-        return {"kind": self.kind, "observations": dict(self.observations), "side": self.side,
-                "severity": self.severity, "location": list(self.location), "bbox": bbox,
-                "params": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.params.items()}}
+        return {
+            "kind": self.kind,
+            "observations": dict(self.observations),
+            "side": self.side,
+            "severity": self.severity,
+            "location": list(self.location),
+            "bbox": bbox,
+            "params": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.params.items()},
+        }
 
 
 @dataclass
@@ -82,14 +101,19 @@ def sample_plan(rng: np.random.Generator) -> Plan:
     if rng.random() < 0.025:
         kinds.append(("rib_fracture", "right" if rng.random() < 0.5 else "left"))
     ett = rng.random() < 0.08
-    for kind, p in (("ett", 0.08), ("ng_tube", 0.6 if ett else 0.04), ("cvc", 0.12), ("picc", 0.06),
-                    ("pacemaker", 0.04)):
-        if (ett if kind == "ett" else rng.random() < p):
+    for kind, p in (
+        ("ett", 0.08),
+        ("ng_tube", 0.6 if ett else 0.04),
+        ("cvc", 0.12),
+        ("picc", 0.06),
+        ("pacemaker", 0.04),
+    ):
+        if ett if kind == "ett" else rng.random() < p:
             kinds.append((kind, None))
     lift = {"right": 0.0, "left": 0.0}
     for kind, side in kinds:
         if kind == "atelectasis" and rng.random() < 0.4:
-            for s in (("right", "left") if side == "bilateral" else (side,)):
+            for s in ("right", "left") if side == "bilateral" else (side,):
                 lift[s] = float(rng.uniform(0.01, 0.035))
     return Plan(ctr=ctr, widening=widening, kinds=kinds, dome_lift=lift)
 
@@ -97,10 +121,21 @@ def sample_plan(rng: np.random.Generator) -> Plan:
 # --------------------------------------------------------------------------- labels
 
 # probability that the report explicitly negates an observation that is absent (-> label 0, else blank)
-NEGATION_P = {"Pleural Effusion": 0.7, "Pneumothorax": 0.7, "Consolidation": 0.45, "Edema": 0.3,
-              "Cardiomegaly": 0.55, "Enlarged Cardiomediastinum": 0.45, "Pneumonia": 0.1, "Lung Opacity": 0.08,
-              "Atelectasis": 0.04, "Lung Lesion": 0.05, "Fracture": 0.12, "Pleural Other": 0.0,
-              "Support Devices": 0.0}
+NEGATION_P = {
+    "Pleural Effusion": 0.7,
+    "Pneumothorax": 0.7,
+    "Consolidation": 0.45,
+    "Edema": 0.3,
+    "Cardiomegaly": 0.55,
+    "Enlarged Cardiomediastinum": 0.45,
+    "Pneumonia": 0.1,
+    "Lung Opacity": 0.08,
+    "Atelectasis": 0.04,
+    "Lung Lesion": 0.05,
+    "Fracture": 0.12,
+    "Pleural Other": 0.0,
+    "Support Devices": 0.0,
+}
 
 
 def choose_negations(rng: np.random.Generator, findings: list[Finding]) -> list[str]:

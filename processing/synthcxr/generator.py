@@ -45,13 +45,24 @@ def study_id(seed: int, index: int) -> str:
 
 
 def _pose(rng, size: int) -> Pose:
-    return Pose(size, scale=rng.uniform(0.9, 1.06), aspect=rng.uniform(0.93, 1.07), angle_deg=rng.normal(0, 2.5),
-                shift=np.clip(rng.normal(0, 0.02, 2), -0.05, 0.05))
+    return Pose(
+        size,
+        scale=rng.uniform(0.9, 1.06),
+        aspect=rng.uniform(0.93, 1.07),
+        angle_deg=rng.normal(0, 2.5),
+        shift=np.clip(rng.normal(0, 0.02, 2), -0.05, 0.05),
+    )
 
 
 def _exposure(rng) -> dict:
-    return {"blur_passes": int(rng.integers(1, 4)), "gain": rng.uniform(1.1, 1.55), "contrast": rng.uniform(1.0, 1.15),
-            "bias": rng.uniform(-0.06, 0.02), "gamma": rng.uniform(0.8, 1.3), "noise": rng.uniform(0.004, 0.025)}
+    return {
+        "blur_passes": int(rng.integers(1, 4)),
+        "gain": rng.uniform(1.1, 1.55),
+        "contrast": rng.uniform(1.0, 1.15),
+        "bias": rng.uniform(-0.06, 0.02),
+        "gamma": rng.uniform(0.8, 1.3),
+        "noise": rng.uniform(0.004, 0.025),
+    }
 
 
 def _draw_planned(sc: Scene, rng, plan) -> list[Finding]:
@@ -86,13 +97,32 @@ def _measured_findings(sc: Scene, rng) -> tuple[list[Finding], dict]:
     if ctr > CTR_THRESHOLD:
         hedged = ctr <= CTR_THRESHOLD + 0.02 and rng.random() < 0.4
         sev = "mild" if ctr < 0.56 else "moderate" if ctr < 0.62 else "severe"
-        out.append(Finding("cardiomegaly", {"Cardiomegaly": -1 if hedged else 1}, None, sev, ["heart"],
-                           {"ctr": ctr}, sc.masks["heart"], {"hedged": hedged}))
+        out.append(
+            Finding(
+                "cardiomegaly",
+                {"Cardiomegaly": -1 if hedged else 1},
+                None,
+                sev,
+                ["heart"],
+                {"ctr": ctr},
+                sc.masks["heart"],
+                {"hedged": hedged},
+            )
+        )
     if med > MEDIASTINAL_THRESHOLD:
         hedged = med <= MEDIASTINAL_THRESHOLD + 0.01 and rng.random() < 0.5
-        out.append(Finding("mediastinum", {"Enlarged Cardiomediastinum": -1 if hedged else 1}, None, None,
-                           ["upper mediastinum", "aortic arch"], {"mediastinal_ratio": med},
-                           sc.masks["upper mediastinum"], {"hedged": hedged}))
+        out.append(
+            Finding(
+                "mediastinum",
+                {"Enlarged Cardiomediastinum": -1 if hedged else 1},
+                None,
+                None,
+                ["upper mediastinum", "aortic arch"],
+                {"mediastinal_ratio": med},
+                sc.masks["upper mediastinum"],
+                {"hedged": hedged},
+            )
+        )
     return out, {"ctr": round(ctr, 4), "mediastinal_ratio": round(med, 4)}
 
 
@@ -115,8 +145,19 @@ def generate_study(seed: int, index: int, size: int = 256) -> Study:
     labels = labels_from(findings, negated)
     report = ReportWriter(rng).write(findings, negated)
     masks = sc.stack
-    return Study(study_id(seed, index), int(seed), int(index), image, ANATOMY_CLASSES, masks, findings, labels,
-                 report, measurements, distractors)
+    return Study(
+        study_id(seed, index),
+        int(seed),
+        int(index),
+        image,
+        ANATOMY_CLASSES,
+        masks,
+        findings,
+        labels,
+        report,
+        measurements,
+        distractors,
+    )
 
 
 __all__ = ["CHEXPERT", "VERSION", "ANATOMY_CLASSES", "Study", "generate_study"]

@@ -72,11 +72,46 @@ def _zip(members: list[tuple[str, tuple[int, int, bytes]]]) -> bytes:
     out, central, offset = [], [], 0
     for name, (crc, size, data) in members:
         fname = name.encode()
-        local = struct.pack("<4s5H3L2H", b"PK\x03\x04", _VERSION, 0, _DEFLATED, _DOS_TIME, _DOS_DATE, crc,
-                            len(data), size, len(fname), 0) + fname
-        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", (3 << 8) | _VERSION, _VERSION, 0,
-                                   _DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(data), size, len(fname), 0, 0,
-                                   0, 0, _EXTERNAL_ATTR, offset) + fname)
+        local = (
+            struct.pack(
+                "<4s5H3L2H",
+                b"PK\x03\x04",
+                _VERSION,
+                0,
+                _DEFLATED,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                len(data),
+                size,
+                len(fname),
+                0,
+            )
+            + fname
+        )
+        central.append(
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                (3 << 8) | _VERSION,
+                _VERSION,
+                0,
+                _DEFLATED,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                len(data),
+                size,
+                len(fname),
+                0,
+                0,
+                0,
+                0,
+                _EXTERNAL_ATTR,
+                offset,
+            )
+            + fname
+        )
         out += [local, data]
         offset += len(local) + len(data)
     cd = b"".join(central)
@@ -96,15 +131,19 @@ def _packbits(masks: np.ndarray) -> np.ndarray:
 def pack(names, anatomy: np.ndarray, findings: np.ndarray | None = None) -> bytes:
     """Serialise masks to .npz bytes."""
     if anatomy.dtype != bool or anatomy.ndim != 3 or anatomy.shape[0] != len(names):
-        raise ValueError(f"anatomy masks must be bool (K, H, W) with K = len(names); got {anatomy.dtype} "
-                         f"{anatomy.shape} for {len(names)} names")
+        raise ValueError(
+            f"anatomy masks must be bool (K, H, W) with K = len(names); got {anatomy.dtype} "
+            f"{anatomy.shape} for {len(names)} names"
+        )
     h, w = anatomy.shape[1:]
     findings = np.zeros((0, h, w), bool) if findings is None else np.asarray(findings, bool)
-    members = [("names.npy", _names_member(tuple(str(n) for n in names))),
-               ("anatomy.npy", _deflate(_npy_parts(_packbits(anatomy)))),
-               ("shape.npy", _deflate(_npy_parts(np.array(anatomy.shape, np.int64)))),
-               ("finding_masks.npy", _deflate(_npy_parts(_packbits(findings)))),
-               ("finding_shape.npy", _deflate(_npy_parts(np.array(findings.shape, np.int64))))]
+    members = [
+        ("names.npy", _names_member(tuple(str(n) for n in names))),
+        ("anatomy.npy", _deflate(_npy_parts(_packbits(anatomy)))),
+        ("shape.npy", _deflate(_npy_parts(np.array(anatomy.shape, np.int64)))),
+        ("finding_masks.npy", _deflate(_npy_parts(_packbits(findings)))),
+        ("finding_shape.npy", _deflate(_npy_parts(np.array(findings.shape, np.int64)))),
+    ]
     return _zip(members)
 
 

@@ -125,7 +125,7 @@ class Raster:
         px = self.pose(np.concatenate(shapes))
         flat = px.ravel().tolist()
         starts = [0, *accumulate(lens[:-1])]
-        flats = [flat[2 * a:2 * (a + n)] for a, n in zip(starts, lens, strict=True)]
+        flats = [flat[2 * a : 2 * (a + n)] for a, n in zip(starts, lens, strict=True)]
         n = self.size
         lo = np.minimum(np.maximum(np.minimum.reduceat(px, starts, axis=0).astype(int) - 1, 0), n).tolist()
         hi = np.minimum(np.maximum(np.maximum.reduceat(px, starts, axis=0).astype(int) + 2, 0), n).tolist()
@@ -178,7 +178,7 @@ def binomial_blur(a: np.ndarray, passes: int = 1) -> np.ndarray:
     tmp = np.empty_like(a)
     flat_a, flat_t = a.reshape(-1), tmp.reshape(-1)
     twice = np.empty(max(a.size - 2, 0), np.float32)
-    inner = twice[:max(h - 2, 0) * w]
+    inner = twice[: max(h - 2, 0) * w]
     for _ in range(passes):
         np.add(flat_a[:-2], flat_a[2:], out=flat_t[1:-1])  # along rows
         np.multiply(flat_a[1:-1], 2, out=twice)
@@ -197,8 +197,11 @@ def binomial_blur(a: np.ndarray, passes: int = 1) -> np.ndarray:
 
 def soft_blur(layer, sigma_px: float) -> np.ndarray:
     """Large-radius blur of a bool/uint8 layer, done at 1/4 resolution; float32 in [0, 1]."""
-    img = layer if isinstance(layer, Image.Image) else Image.fromarray(
-        layer.astype(np.uint8) * 255 if layer.dtype == bool else layer)
+    img = (
+        layer
+        if isinstance(layer, Image.Image)
+        else Image.fromarray(layer.astype(np.uint8) * 255 if layer.dtype == bool else layer)
+    )
     n = img.size[0]
     f = 4 if n >= 128 else 2
     small = img.reduce(f).filter(ImageFilter.GaussianBlur(max(0.5, sigma_px / f)))

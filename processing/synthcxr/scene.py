@@ -69,8 +69,9 @@ class Scene:
         cm |= m["heart"]
         cm |= m["aortic arch"]
         np.greater(cm, m["heart"], out=m["upper mediastinum"])  # a & ~b, for bool arrays
-        np.greater(r.mask_into(ana.descending_aorta(a), m["descending aorta"]), m["aortic arch"],
-                   out=m["descending aorta"])
+        np.greater(
+            r.mask_into(ana.descending_aorta(a), m["descending aorta"]), m["aortic arch"], out=m["descending aorta"]
+        )
         trachea, carina = ana.trachea(a)
         self.trachea_pts = trachea
         r.mask_into(trachea, m["trachea"])
@@ -78,13 +79,20 @@ class Scene:
         r.mask_into(ana.spine_outline(a), m["spine"])
         r.mask_into(ellipse_pts(*ana.stomach(a)), m["stomach"])
         self.hemithorax = {side: np.zeros((self.size, self.size), bool) for side in ana.SIDES}
-        r.fill_views([self.hemi_pts["right"], self.hemi_pts["left"]], [self.hemithorax["right"],
-                                                                      self.hemithorax["left"]])
+        r.fill_views(
+            [self.hemi_pts["right"], self.hemi_pts["left"]], [self.hemithorax["right"], self.hemithorax["left"]]
+        )
         pairs = ["clavicle {}", "{} hemidiaphragm", "scapula {}"]
         self.clavicle_pts = {s: ana.clavicle(a, s) for s in ana.SIDES}
         self.scapula_pts = {s: ana.scapula(a, s) for s in ana.SIDES}
-        shapes = [self.clavicle_pts["right"], self.clavicle_pts["left"], ana.hemidiaphragm(a, "right"),
-                  ana.hemidiaphragm(a, "left"), self.scapula_pts["right"], self.scapula_pts["left"]]
+        shapes = [
+            self.clavicle_pts["right"],
+            self.clavicle_pts["left"],
+            ana.hemidiaphragm(a, "right"),
+            ana.hemidiaphragm(a, "left"),
+            self.scapula_pts["right"],
+            self.scapula_pts["left"],
+        ]
         r.fill_views(shapes, [m[p.format(s)] for p in pairs for s in ana.SIDES])
         for side in ana.SIDES:
             np.greater(self.hemithorax[side], cm, out=m[f"{side} lung"])
@@ -163,8 +171,9 @@ class Scene:
         w = max(1, int(round(1.2 * self.scale)))
         img, draw = r.canvas()
         hw, spine = 0.03, ana.vertebrae(a)  # vertebral bodies with end plates, and pedicles
-        bodies = np.array([[[u - hw, v0], [u + hw, v0], [u + hw * 1.05, v1], [u - hw * 1.05, v1]]
-                           for u, v0, v1 in spine])
+        bodies = np.array(
+            [[[u - hw, v0], [u + hw, v0], [u + hw * 1.05, v1], [u - hw * 1.05, v1]] for u, v0, v1 in spine]
+        )
         centres = np.array([[u + s * 0.021, v0 + 0.3 * (v1 - v0)] for u, v0, v1 in spine for s in (-1, 1)])
         r.polys(draw, list(bodies), fill=60, outline=120, width=w)
         r.polys(draw, list(_PEDICLE + centres[:, None, :]), fill=70, outline=170, width=w)
@@ -174,8 +183,13 @@ class Scene:
         self.bones_img, self.bones_draw = img, draw  # findings may draw on it (rib fractures) before compose
         self.bone_gain = self.rng.uniform(0.22, 0.32) / 255
         ant, dant = r.canvas()
-        r.polys(dant, [self.rib_shapes[n] for n in self.rib_shapes if n.startswith("anterior")], fill=55,
-                outline=110, width=w)
+        r.polys(
+            dant,
+            [self.rib_shapes[n] for n in self.rib_shapes if n.startswith("anterior")],
+            fill=55,
+            outline=110,
+            width=w,
+        )
         r.polys(dant, list(self.scapula_pts.values()), fill=25, outline=140, width=w)
         self.density += to_array(ant).astype(np.float32) * (self.rng.uniform(0.12, 0.2) / 255)
 

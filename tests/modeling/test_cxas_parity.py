@@ -13,7 +13,7 @@ import pytest
 import torch
 from reference_models import cxas_model, xrv_model
 
-from processing.cxas_convert import load_converted_segmenter, main
+from modeling_asarg.convert_cxas_weights import load_converted_segmenter, main
 
 TOLERANCE = 1e-4
 HEAD_LEVELS = ("up1", "up2", "up3")

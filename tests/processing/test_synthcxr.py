@@ -7,18 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from processing.cxas_classes import cxas_classes
-from processing.synthcxr import dataset as ds
-from processing.synthcxr.findings import CHEXPERT
-from processing.synthcxr.generator import ANATOMY_CLASSES, VERSION, generate_study
-from processing.synthcxr.masks import load_mask_file, pack
-from processing.synthcxr.measure import (
+from asarg.processing.synthcxr import dataset as ds
+from asarg.processing.synthcxr.findings import CHEXPERT
+from asarg.processing.synthcxr.generator import ANATOMY_CLASSES, VERSION, generate_study
+from asarg.processing.synthcxr.masks import load_mask_file, pack
+from asarg.processing.synthcxr.measure import (
     CTR_THRESHOLD,
     MEDIASTINAL_THRESHOLD,
     as_dict,
     cardiothoracic_ratio,
     mediastinal_ratio,
 )
+from modeling_asarg.configuration_asarg import CXAS_CLASS_NAMES
 
 N_STUDIES, SIZE = 160, 128
 
@@ -41,12 +41,23 @@ def _anatomy(rec):
 
 
 def test_mask_names_are_cxas_classes_in_cxas_order():
-    classes = cxas_classes()
+    classes = CXAS_CLASS_NAMES
     assert len(classes) == 159
     assert set(ANATOMY_CLASSES) <= set(classes)
     assert list(ANATOMY_CLASSES) == sorted(ANATOMY_CLASSES, key=classes.index)
-    for must in ("right lung", "left lung", "heart", "trachea", "spine", "clavicle left", "left hemidiaphragm",
-                 "posterior 6th rib right", "anterior 3rd rib left", "right lung base", "aortic arch"):
+    for must in (
+        "right lung",
+        "left lung",
+        "heart",
+        "trachea",
+        "spine",
+        "clavicle left",
+        "left hemidiaphragm",
+        "posterior 6th rib right",
+        "anterior 3rd rib left",
+        "right lung base",
+        "aortic arch",
+    ):
         assert must in ANATOMY_CLASSES
 
 
@@ -77,7 +88,7 @@ def test_manifest_records(records):
         assert all(v in (1, 0, -1, None) for v in r["labels"].values())
         assert r["findings_text"].strip()
         for f in r["findings"]:
-            assert set(f["location"]) <= set(cxas_classes()), f
+            assert set(f["location"]) <= set(CXAS_CLASS_NAMES), f
             for obs, v in f["observations"].items():
                 assert v in (1, -1) and r["labels"][obs] in (1, -1), (obs, r["labels"])
 
@@ -130,7 +141,7 @@ def test_effusion_mask_blunts_the_costophrenic_angle_of_its_side(records):
         sides = ["right", "left"] if f["side"] == "bilateral" else [f["side"]]
         for side in sides:
             cy, cx = _costophrenic_point(anat[f"{side} lung"], side)
-            near = mask[max(0, cy - 6):cy + 7, max(0, cx - 6):cx + 7]
+            near = mask[max(0, cy - 6) : cy + 7, max(0, cx - 6) : cx + 7]
             assert near.any(), (r["id"], side)
             assert (mask & anat[f"{side} lung base"]).any()
         other = {"right": "left", "left": "right"}
@@ -178,8 +189,10 @@ def test_support_devices_label_iff_device_mask(records):
     assert len(kinds) >= 3
 
 
-@pytest.mark.parametrize("obs,words", [("Pneumothorax", ("pneumothora",)), ("Pleural Effusion", ("effusion",)),
-                                       ("Edema", ("edema", "congestion"))])
+@pytest.mark.parametrize(
+    "obs,words",
+    [("Pneumothorax", ("pneumothora",)), ("Pleural Effusion", ("effusion",)), ("Edema", ("edema", "congestion"))],
+)
 def test_report_mentions_iff_label_not_blank(records, obs, words):
     for r in records:
         text = r["findings_text"].lower()
@@ -256,8 +269,12 @@ def _content_digest(studies) -> str:
         for arr in (image, masks, finding_masks):
             h.update(str((arr.dtype.str, arr.shape)).encode())
             h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(json.dumps({k: rec[k] for k in ("findings_text", "labels", "findings", "measurements", "distractors")},
-                            sort_keys=True).encode())
+        h.update(
+            json.dumps(
+                {k: rec[k] for k in ("findings_text", "labels", "findings", "measurements", "distractors")},
+                sort_keys=True,
+            ).encode()
+        )
     return h.hexdigest()
 
 
@@ -266,15 +283,19 @@ def _content_digest(studies) -> str:
 V1_CONTENT_SHA256 = "f796d115c3842c8bc92a38880939f5970c5d677fe5544f12be7fc0cc90634293"
 
 
+@pytest.mark.numpy_baseline
 def test_generator_content_is_frozen():
     """synthcxr-v1 is frozen: the decoded content must never change. If this fails, the generator changed: bump
     VERSION (synthcxr-v2), update README.md and regenerate every benchmark number; never just update the hash."""
     studies = [generate_study(0, i, 128) for i in range(5)]
     assert VERSION == "synthcxr-v1"
-    assert _content_digest((st.image, st.masks, ds.finding_masks(st), ds.record(st)) for st in studies) == \
-        V1_CONTENT_SHA256
+    assert (
+        _content_digest((st.image, st.masks, ds.finding_masks(st), ds.record(st)) for st in studies)
+        == V1_CONTENT_SHA256
+    )
 
 
+@pytest.mark.numpy_baseline
 def test_written_files_decode_to_the_frozen_content(tmp_path):
     """The PNG and .npz containers hold exactly the generated arrays (decoded with Pillow and np.load)."""
     from PIL import Image
@@ -293,6 +314,7 @@ def test_written_files_decode_to_the_frozen_content(tmp_path):
     assert _content_digest(decoded) == V1_CONTENT_SHA256
 
 
+@pytest.mark.numpy_baseline
 def test_generator_is_frozen():
     """The file bytes of the first studies: with `test_generator_content_is_frozen` this also pins the containers
     (same seed -> same bytes). The hash depends on numpy's PCG64 stream, Pillow's polygon filler and zlib; it was
@@ -303,7 +325,7 @@ def test_generator_is_frozen():
     the .npz bytes did not change either."""
     import hashlib
 
-    from processing.synthcxr.masks import pack as pack_masks
+    from asarg.processing.synthcxr.masks import pack as pack_masks
 
     h = hashlib.sha256()
     for i in range(5):
@@ -365,15 +387,17 @@ def test_background_writer_writes_the_same_files_and_raises_failures(tmp_path):
         writer.write(tmp_path / "missing" / "x.png", b"x")
 
 
-def test_cxas_class_list_matches_hub_configuration():
-    """processing/cxas_classes.txt and the Hub file's CXAS_CLASS_NAMES (self-contained on purpose) must agree."""
-    from modeling_asarg.configuration_asarg import CXAS_CLASS_NAMES
+def test_cxas_class_list_matches_upstream_cxas():
+    """The one class list (the Hub configuration's CXAS_CLASS_NAMES) equals cxas 0.0.20's, kept in ../shared."""
+    from conftest import SHARED
 
-    assert tuple(CXAS_CLASS_NAMES) == cxas_classes()
+    lines = (SHARED / "reference" / "cxas_classes.txt").read_text(encoding="utf-8").splitlines()
+    upstream = [line.split("\t")[1].strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert list(CXAS_CLASS_NAMES) == upstream
 
 
 def test_package_version_constant_matches_generator():
-    import processing.synthcxr as pkg
+    import asarg.processing.synthcxr as pkg
 
     assert pkg.VERSION == VERSION
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from processing.clinical_efficacy import CEDefinition, ce_scores, check_pair, label_pair
+from asarg.evaluation.clinical_efficacy import CEDefinition, ce_scores, check_pair, label_pair
 
 METRICS = ("f1_micro", "f1_macro", "f1_example", "precision_micro", "recall_micro")
 

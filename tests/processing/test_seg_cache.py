@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import cpu_sft_config, xray_like
 
+from asarg.processing.seg_cache import KEY_COLUMN, SegCache, decode_entry, encode_entry
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration
-from processing.seg_cache import KEY_COLUMN, SegCache, decode_entry, encode_entry
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
-from processing.seg_collator import AsargSegCacheCollator  # noqa: E402
+from asarg.processing.seg_collator import AsargSegCacheCollator  # noqa: E402
 
 REPORTS = ["The heart size is normal.", "Small left pleural effusion.", "Mild cardiomegaly.", "The lungs are clear."]
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from processing.clinical_efficacy import binarize, ce_scores, compute_ce
-from processing.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports
+from asarg.evaluation.clinical_efficacy import binarize, ce_scores, compute_ce
+from asarg.evaluation.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRIC = REPO / "metrics" / "chexpert_ce"
 
 PREDICTIONS = [

@@ -9,7 +9,7 @@ import torch
 from conftest import prompt_for
 from PIL import Image
 
-from processing.image_io import load_image
+from asarg.processing.image_io import load_image
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402

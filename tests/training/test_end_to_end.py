@@ -12,7 +12,7 @@ evaluate = pytest.importorskip("evaluate")
 
 
 def test_synthcxr_sft_generate_and_score(make_asarg, tmp_path):
-    from processing.synthcxr.dataset import load_synthcxr, write_dataset
+    from asarg.processing.synthcxr.dataset import load_synthcxr, write_dataset
 
     write_dataset(tmp_path / "synth", n=20, seed=0, size=64)
     splits = load_synthcxr(tmp_path / "synth")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OPENI = REPO.parent / "shared" / "data" / "openi"
 FLOOR = 0.90
 
@@ -42,8 +42,8 @@ def test_missing_data_is_an_error_not_a_skip(tmp_path):
 
 @pytest.mark.slow
 def test_one_pass_scanner_equals_separate_searches_on_real_text(bench):
-    from processing.report_labeler.phrases import load_phrase_patterns, load_phrase_scanner
-    from processing.report_labeler.text import normalize, split_sentences
+    from asarg.evaluation.report_labeler.phrases import load_phrase_patterns, load_phrase_scanner
+    from asarg.evaluation.report_labeler.text import normalize, split_sentences
 
     _, reports, _ = bench.load_openi(OPENI)
     sentences = sorted({s for r in reports[:800] for s in split_sentences(normalize(r))})

@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from processing.clinical_efficacy import compute_ce  # noqa: E402
-from processing.report_labeler import CHEXPERT_LABELS, label_reports  # noqa: E402
-from processing.report_labeler.chexbert import CHEXBERT_CONDITIONS, CLASS_TO_VALUE, build_chexbert  # noqa: E402
+from asarg.evaluation.clinical_efficacy import compute_ce  # noqa: E402
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports  # noqa: E402
+from asarg.evaluation.report_labeler.chexbert import CHEXBERT_CONDITIONS, CLASS_TO_VALUE, build_chexbert  # noqa: E402
 
 WORDS = "no pleural effusion mild cardiomegaly heart size is normal . , the lungs are clear small".split()
 

@@ -23,7 +23,7 @@ SCRIPT = REPO / "training" / "sft_asarg.py"
 
 @pytest.fixture(scope="module")
 def synthcxr(tmp_path_factory):
-    from processing.synthcxr.dataset import write_dataset
+    from asarg.processing.synthcxr.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("synthcxr")
     write_dataset(root, n=16, size=64)
@@ -86,8 +86,18 @@ def test_resume_continues_from_the_latest_checkpoint(trained, synthcxr):
     state["log_history"][0]["resume_marker"] = 1
     state_file.write_text(json.dumps(state))
 
-    run_recipe("--dataset_path", str(synthcxr), "--output_dir", str(trained), "--save_steps", "1",
-               "--max_steps", "3", "--resume_from_checkpoint", "true")
+    run_recipe(
+        "--dataset_path",
+        str(synthcxr),
+        "--output_dir",
+        str(trained),
+        "--save_steps",
+        "1",
+        "--max_steps",
+        "3",
+        "--resume_from_checkpoint",
+        "true",
+    )
     resumed = json.loads((trained / "checkpoint-3" / "trainer_state.json").read_text())
     assert resumed["global_step"] == 3
     assert resumed["log_history"][0].get("resume_marker") == 1, "training restarted instead of resuming"
@@ -96,20 +106,37 @@ def test_resume_continues_from_the_latest_checkpoint(trained, synthcxr):
 
 def test_remove_unused_columns_true_is_rejected(sft, synthcxr, tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the seg columns"):
-        run_main(sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--remove_unused_columns", "true")
+        run_main(
+            sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--remove_unused_columns", "true"
+        )
 
 
 def test_resume_true_without_checkpoint_is_a_clear_error(sft, synthcxr, tmp_path):
     with pytest.raises(ValueError, match="holds no checkpoint"):
-        run_main(sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true")
+        run_main(
+            sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true"
+        )
 
 
 def test_segmenterless_arm_trains_from_the_seg_cache(sft, synthcxr, tmp_path):
     from transformers import AutoModelForImageTextToText
 
     out, cache = tmp_path / "out", tmp_path / "cache"
-    trainer = run_main(sft, "--dataset_path", str(synthcxr), "--output_dir", str(out), "--segmenter", "none",
-                       "--seg_cache_dir", str(cache), "--max_steps", "1", "--save_strategy", "no")
+    trainer = run_main(
+        sft,
+        "--dataset_path",
+        str(synthcxr),
+        "--output_dir",
+        str(out),
+        "--segmenter",
+        "none",
+        "--seg_cache_dir",
+        str(cache),
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+    )
     # The model has no segmenter and training mode raises on missing seg inputs, so this step ran on cached ones.
     assert trainer.state.global_step == 1 and trainer.state.log_history[0]["loss"] > 0
     assert len(list(cache.rglob("*.safetensors"))) == 8  # max_train_samples images, one entry each
@@ -124,8 +151,23 @@ def test_lora_arm_saves_an_adapter_that_reloads_on_its_base(sft, synthcxr, tmp_p
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     out = tmp_path / "out"
-    run_main(sft, "--dataset_path", str(synthcxr), "--output_dir", str(out), "--use_peft", "true", "--lora_r", "4",
-             "--lora_alpha", "8", "--max_steps", "1", "--save_strategy", "no")
+    run_main(
+        sft,
+        "--dataset_path",
+        str(synthcxr),
+        "--output_dir",
+        str(out),
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+    )
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     with safe_open(out / "adapter_model.safetensors", "pt") as f:
         keys = list(f.keys())
@@ -140,8 +182,17 @@ def test_lora_arm_saves_an_adapter_that_reloads_on_its_base(sft, synthcxr, tmp_p
 
 def test_lora_target_outside_the_language_model_is_rejected(sft, synthcxr, tmp_path):
     with pytest.raises(ValueError, match="language-model modules only"):
-        run_main(sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--use_peft", "true",
-                 "--lora_target_modules", r".*\.q_proj")
+        run_main(
+            sft,
+            "--dataset_path",
+            str(synthcxr),
+            "--output_dir",
+            str(tmp_path),
+            "--use_peft",
+            "true",
+            "--lora_target_modules",
+            r".*\.q_proj",
+        )
 
 
 @pytest.mark.parametrize("recipe", ["llava15_7b_asarg_full", "llava15_7b_asarg_lora"])

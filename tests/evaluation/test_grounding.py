@@ -1,4 +1,4 @@
-"""Tracing report sentences to anatomy by map ablation (processing/grounding.py): tiny models, CPU, offline."""
+"""Tracing report sentences to anatomy by map ablation (evaluation/grounding.py): tiny models, CPU, offline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from processing.grounding import (
+from asarg.evaluation.grounding import (
     SentenceTrace,
     StructureDrop,
     _chance,

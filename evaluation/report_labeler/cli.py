@@ -30,7 +30,7 @@ def format_value(v: float) -> str:
     return "" if math.isnan(v) else f"{v:.1f}"
 
 
-def label_main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asarg label", description=__doc__)
     parser.add_argument("--input", required=True, type=Path, help="CSV file with one report per row")
     parser.add_argument("--column", default="findings", help="column holding the report text (default: %(default)s)")

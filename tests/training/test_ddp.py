@@ -24,7 +24,7 @@ def test_two_process_ddp_on_cpu_keeps_replicas_in_sync(tmp_path):
         "--standalone",  # a free local rendezvous port, so parallel runs cannot collide
         "--nproc_per_node",
         "2",
-        str(REPO / "tests" / "scripts" / "ddp_sft.py"),
+        str(REPO / "tests" / "training" / "scripts" / "ddp_sft.py"),
         str(tmp_path),
     ]
     proc = subprocess.run(

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pickle
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,8 +32,6 @@ import torch
 
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, build_segmenter, cxas_segmenter_config
 from modeling_asarg.configuration_asarg import CXAS_ANATOMY_GROUPS, CXAS_FEATURE_LEVELS, cxas_seg_config
-
-from .atomic import atomic_write
 
 SEGMENTER_WEIGHTS = "segmenter.safetensors"
 SEGMENTER_CONFIG = "segmenter_config.json"
@@ -173,8 +172,15 @@ def save_segmenter(directory: str | os.PathLike, config: dict, state_dict: dict[
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "architecture": config["architecture"], "num_classes": str(config["num_classes"])}
-    atomic_write(directory / SEGMENTER_WEIGHTS, save(state_dict, metadata=metadata))
-    atomic_write(directory / SEGMENTER_CONFIG, json.dumps(config, indent=2).encode())
+    files = {
+        SEGMENTER_WEIGHTS: save(state_dict, metadata=metadata),
+        SEGMENTER_CONFIG: json.dumps(config, indent=2).encode(),
+    }
+    # Each file appears complete or not at all: written in a scratch folder beside it, then renamed into place.
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".convert-") as scratch:
+        for name, data in files.items():
+            (Path(scratch) / name).write_bytes(data)
+            os.replace(Path(scratch) / name, directory / name)
 
 
 def _file_sha256(path) -> str:

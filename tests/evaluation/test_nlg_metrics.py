@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from processing.nlg_metrics import compute_nlg, r2gen_normalize
+from asarg.evaluation.nlg_metrics import compute_nlg, r2gen_normalize
 
 
 def test_r2gen_normalisation():

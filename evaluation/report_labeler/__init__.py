@@ -1,6 +1,6 @@
 """Rule-based CheXpert-style report labeler (pure Python; imports nothing of ours outside this package).
 
->>> from processing.report_labeler import RuleLabeler
+>>> from asarg.evaluation.report_labeler import RuleLabeler
 >>> RuleLabeler().label("No effusion, consolidation or pneumothorax.")["Pleural Effusion"]
 0.0
 """

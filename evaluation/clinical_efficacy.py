@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from processing.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports, validate_reports
-from processing.report_labeler.api import LABELERS
+from asarg.evaluation.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports, validate_reports
+from asarg.evaluation.report_labeler.api import LABELERS
 
 UNCERTAIN_CHOICES = ("negative", "positive")
 LABEL_SET_CHOICES = (14, 5)

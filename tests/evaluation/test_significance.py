@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from processing.clinical_efficacy import ce_scores
-from processing.significance import compare_systems, paired_bootstrap, paired_permutation_test
+from asarg.evaluation.clinical_efficacy import ce_scores
+from asarg.evaluation.significance import compare_systems, paired_bootstrap, paired_permutation_test
 
 NAMES = [f"L{i}" for i in range(6)]
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processing.loaders.common import CHEXPERT, parse_sections
-from processing.loaders.jsonl import load_image_folder, load_jsonl, read_image_folder, read_jsonl
-from processing.loaders.mimic_cxr_jpg import load_mimic_cxr_jpg, read_mimic_cxr_jpg
-from processing.loaders.r2gen import load_r2gen, read_r2gen
+from asarg.processing.loaders.common import CHEXPERT, parse_sections
+from asarg.processing.loaders.jsonl import load_image_folder, load_jsonl, read_image_folder, read_jsonl
+from asarg.processing.loaders.mimic_cxr_jpg import load_mimic_cxr_jpg, read_mimic_cxr_jpg
+from asarg.processing.loaders.r2gen import load_r2gen, read_r2gen
 
 
 def _img(path, value=128):
@@ -35,12 +35,15 @@ def _check_trl(ex, report):
 def r2gen_tree(tmp_path):
     for name in ("CXR1/0.png", "CXR1/1.png", "CXR2/0.png", "CXR3/0.png"):
         _img(tmp_path / "images" / name)
-    ann = {"train": [{"id": "CXR1", "report": "The heart is normal. No effusion.", "image_path": ["CXR1/0.png",
-                                                                                                   "CXR1/1.png"]},
-                     {"id": "CXR4", "report": "Clear lungs.", "image_path": ["CXR4/0.png"]},  # image missing
-                     {"id": "CXR5", "report": "  ", "image_path": ["CXR2/0.png"]}],  # empty report
-           "val": [{"id": "CXR2", "report": "Small left effusion.", "image_path": ["CXR2/0.png"]}],
-           "test": [{"id": "CXR3", "report": "No pneumothorax.", "image_path": ["CXR3/0.png"]}]}
+    ann = {
+        "train": [
+            {"id": "CXR1", "report": "The heart is normal. No effusion.", "image_path": ["CXR1/0.png", "CXR1/1.png"]},
+            {"id": "CXR4", "report": "Clear lungs.", "image_path": ["CXR4/0.png"]},  # image missing
+            {"id": "CXR5", "report": "  ", "image_path": ["CXR2/0.png"]},
+        ],  # empty report
+        "val": [{"id": "CXR2", "report": "Small left effusion.", "image_path": ["CXR2/0.png"]}],
+        "test": [{"id": "CXR3", "report": "No pneumothorax.", "image_path": ["CXR3/0.png"]}],
+    }
     (tmp_path / "annotation.json").write_text(json.dumps(ann))
     return tmp_path
 
@@ -78,9 +81,11 @@ def test_r2gen_errors(r2gen_tree, tmp_path):
 # --------------------------------------------------------------------------- MIMIC-CXR-JPG
 
 # MIMIC-CXR style: banner, indented headings, blank lines holding a single space
-REPORT = ("                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n INDICATION:  Cough.\n\n"
-          " FINDINGS:\n \n There is a small left pleural effusion.  No pneumothorax.\n \n IMPRESSION:\n \n"
-          " Small left effusion.\n")
+REPORT = (
+    "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n INDICATION:  Cough.\n\n"
+    " FINDINGS:\n \n There is a small left pleural effusion.  No pneumothorax.\n \n IMPRESSION:\n \n"
+    " Small left effusion.\n"
+)
 
 
 def _write_csv(path, header, rows, gz=False):
@@ -95,9 +100,13 @@ def _write_csv(path, header, rows, gz=False):
 @pytest.fixture
 def mimic_tree(tmp_path):
     # subject 10000032: study 1 ok (PA + lateral), study 2 no report, study 3 empty findings, study 4 missing jpg
-    studies = [("10000032", "50000001", "train"), ("10000032", "50000002", "train"),
-               ("10000033", "50000003", "validate"), ("10000034", "50000004", "test"),
-               ("10000035", "50000005", "test")]
+    studies = [
+        ("10000032", "50000001", "train"),
+        ("10000032", "50000002", "train"),
+        ("10000033", "50000003", "validate"),
+        ("10000034", "50000004", "test"),
+        ("10000035", "50000005", "test"),
+    ]
     split, meta = [], []
     for subj, study, sp in studies:
         sdir = tmp_path / "files" / f"p{subj[:2]}" / f"p{subj}" / f"s{study}"
@@ -115,8 +124,9 @@ def mimic_tree(tmp_path):
     _write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], split, gz=True)
     _write_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv", ["dicom_id", "subject_id", "study_id", "ViewPosition"], meta)
     chex = [("10000032", "50000001", *["" for _ in CHEXPERT])]
-    chex[0] = chex[0][:2] + tuple("1.0" if o == "Pleural Effusion" else "0.0" if o == "Pneumothorax" else ""
-                                  for o in CHEXPERT)
+    chex[0] = chex[0][:2] + tuple(
+        "1.0" if o == "Pleural Effusion" else "0.0" if o == "Pneumothorax" else "" for o in CHEXPERT
+    )
     _write_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv", ["subject_id", "study_id", *CHEXPERT], chex)
     return tmp_path
 
@@ -156,11 +166,19 @@ def test_mimic_cxr_jpg_errors(mimic_tree, tmp_path):
 def test_jsonl(tmp_path):
     _img(tmp_path / "img" / "a.png")
     _img(tmp_path / "img" / "b.png")
-    lines = [{"id": "a", "image": "img/a.png", "findings": "No effusion.", "impression": "Normal.", "split": "test",
-              "labels": {"Pleural Effusion": 0}},
-             {"id": "b", "images": ["img/b.png"], "findings": "Mild cardiomegaly."},
-             {"id": "c", "image": "img/missing.png", "findings": "Clear."},
-             {"id": "d", "image": "img/a.png", "findings": ""}]
+    lines = [
+        {
+            "id": "a",
+            "image": "img/a.png",
+            "findings": "No effusion.",
+            "impression": "Normal.",
+            "split": "test",
+            "labels": {"Pleural Effusion": 0},
+        },
+        {"id": "b", "images": ["img/b.png"], "findings": "Mild cardiomegaly."},
+        {"id": "c", "image": "img/missing.png", "findings": "Clear."},
+        {"id": "d", "image": "img/a.png", "findings": ""},
+    ]
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     rows, skipped = read_jsonl(path, section="findings+impression")

@@ -4,7 +4,7 @@ import csv
 import json
 
 from asarg.cli import main
-from processing.report_labeler import CHEXPERT_LABELS
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS
 
 
 def write_csv(path, header, rows):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 
-from processing.report_labeler import validate_reports
+from asarg.evaluation.report_labeler import validate_reports
 
 METRICS = ("bleu", "meteor", "rouge_l", "cider")
 _NOT_KEPT = re.compile(r"[^a-z0-9. ]+")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from processing.report_labeler import CHEXPERT_LABELS, RuleLabeler, label_reports
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler, label_reports
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 B = math.nan
 
 
@@ -256,13 +256,13 @@ def test_unknown_labeler_raises():
 
 
 def test_labeler_imports_no_torch_or_transformers():
-    code = "import sys, processing.report_labeler as l; l.RuleLabeler().label('No effusion.');"
+    code = "import sys, asarg.evaluation.report_labeler as l; l.RuleLabeler().label('No effusion.');"
     code += "bad = [m for m in ('torch', 'transformers', 'modeling_asarg') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_phrase_lists_keep_the_mit_notice():
-    from processing.report_labeler.phrases import PHRASE_DIR
+    from asarg.evaluation.report_labeler.phrases import PHRASE_DIR
 
     notice = (PHRASE_DIR / "LICENSE.chexpert-labeler").read_text()
     assert "Copyright (c) 2018 Stanford Machine Learning Group" in notice

@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from processing.clinical_efficacy import LABEL_SET_CHOICES, UNCERTAIN_CHOICES, compute_ce
-from processing.report_labeler.api import LABELERS
+from asarg.evaluation.clinical_efficacy import LABEL_SET_CHOICES, UNCERTAIN_CHOICES, compute_ce
+from asarg.evaluation.report_labeler.api import LABELERS
 
 
 def read_reports(path: Path, column: str) -> list[str]:
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     definition = {"labeler": args.labeler, "uncertain": args.uncertain, "labels": args.labels}
     definition["chexbert_path"] = args.chexbert_path
@@ -102,12 +102,12 @@ def evaluate_main(argv: list[str]) -> int:
         result = compute_ce(preds, refs, **definition)
         print(format_table(result))
         if args.nlg:
-            from processing.nlg_metrics import compute_nlg
+            from asarg.evaluation.nlg_metrics import compute_nlg
 
             result["nlg"] = compute_nlg(preds, refs)
             print("\n" + "  ".join(f"{k} {v:.4f}" for k, v in result["nlg"].items()))
         if args.baseline:
-            from processing.significance import compare_systems
+            from asarg.evaluation.significance import compare_systems
 
             base = read_reports(args.baseline, args.prediction_column or args.column)
             sig = compare_systems(preds, base, refs, n_resamples=args.resamples, **definition)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .loaders.common import DEFAULT_PROMPT
+from asarg.processing.loaders.common import DEFAULT_PROMPT
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Results

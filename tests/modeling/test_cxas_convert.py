@@ -24,8 +24,14 @@ from modeling_asarg import (
     cxas_seg_config,
     cxas_segmenter_config,
 )
+from modeling_asarg.convert_cxas_weights import (
+    SEGMENTER_WEIGHTS,
+    convert_state_dict,
+    load_checkpoint,
+    main,
+    map_cxas_key,
+)
 from modeling_asarg.processing_asarg import DEFAULT_CHAT_TEMPLATE
-from processing.cxas_convert import SEGMENTER_WEIGHTS, convert_state_dict, load_checkpoint, main, map_cxas_key
 
 # ---- config ----------------------------------------------------------------------------------------------------------
 
