@@ -14,7 +14,7 @@ help:
 	@echo "make train-tiny  generate a small SynthCXR set and train a tiny ASaRG on CPU (outputs/)"
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
-	@echo "make lint      ruff"
+	@echo "make lint      ruff check + ruff format --check"
 
 $(STAMP): pyproject.toml .ci/install_parity.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,10 +36,12 @@ test: $(STAMP)
 	  $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
+	  $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

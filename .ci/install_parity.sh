@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the CXAS parity tests (tests/test_cxas_parity.py) need: the reference implementations of the CXAS
+# Installs what the CXAS parity tests (tests/modeling/test_cxas_parity.py) need: the reference implementations of the CXAS
 # segmenter from `cxas` and `torchxrayvision`, random weights only (nothing is downloaded at test time).
 #
 # Why not `pip install cxas torchxrayvision`:

@@ -79,24 +79,19 @@ def tiny_asarg_config(
     seg_image_size: int = 32,
     **overrides,
 ) -> AsargConfig:
-    llava = tiny_llava_config(tokenizer).to_dict()
-    llava = {k: v for k, v in llava.items() if k not in {"model_type", "architectures"}}
     segmenter = (
         default_segmenter_config(num_seg_classes, seg_feature_channels, widths=(8, 16), image_size=seg_image_size)
         if builtin_segmenter
         else None
     )
-    return AsargConfig(
-        **{
-            **llava,
-            "use_seg_features": use_seg_features,
-            "use_seg_maps": use_seg_maps,
-            "num_seg_classes": num_seg_classes,
-            "seg_feature_channels": seg_feature_channels,
-            "segmenter_config": segmenter,
-            **overrides,
-        }
-    )
+    seg_fields = {
+        "use_seg_features": use_seg_features,
+        "use_seg_maps": use_seg_maps,
+        "num_seg_classes": num_seg_classes,
+        "seg_feature_channels": seg_feature_channels,
+        "segmenter_config": segmenter,
+    }
+    return AsargConfig.from_llava_config(tiny_llava_config(tokenizer), **{**seg_fields, **overrides})
 
 
 def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
@@ -110,7 +105,7 @@ def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,  # CLIP's CLS token
-        seg_image_size=segmenter["image_size"] if segmenter else None,
+        seg_image_size=segmenter.image_size if segmenter is not None else None,
         num_seg_classes=getattr(config, "num_seg_classes", None),
     )
 

@@ -1,4 +1,4 @@
-"""Traceability on SynthCXR (DESIGN §7): does removing the map of a finding's anatomy hurt that finding's sentence most?
+"""Traceability on SynthCXR: does removing the map of a finding's anatomy hurt that finding's sentence most?
 
     .venv/bin/python benchmarks/grounding_synthcxr.py --checkpoint out/asarg-synthcxr --data data/synthcxr --n 200
     .venv/bin/python benchmarks/grounding_synthcxr.py --n 20          # smoke run: tiny UNTRAINED model
@@ -51,9 +51,8 @@ def load_model(checkpoint: str | None, seed: int):
     )
     torch.manual_seed(seed)
     model = AsargForConditionalGeneration(config).eval()
-    linear = model.model.multi_modal_projector.linear_1
     with torch.no_grad():  # fresh seg columns are zero: randomise them so that ablation changes something
-        linear.weight[:, linear.first_seg_column :].normal_(0, 0.5)
+        model.model.multi_modal_projector.seg_linear.weight.normal_(0, 0.5)
     return model, tiny_processor(tokenizer, config)
 
 

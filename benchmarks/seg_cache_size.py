@@ -45,12 +45,12 @@ def real_entry_bytes() -> tuple[int, float]:
     from asarg.processing.image_io import load_image
     from asarg.processing.seg_cache import SegCache
     from asarg.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
-    from modeling_asarg import AsargForConditionalGeneration, cxas_seg_config
+    from modeling_asarg import AsargForConditionalGeneration, cxas_seg_config, llava_config_kwargs
 
     tokenizer = tiny_tokenizer()
     seg = cxas_seg_config()
     config = tiny_asarg_config(tokenizer, num_seg_classes=CLASSES, seg_feature_channels=CHANNELS)
-    config_dict = {k: v for k, v in config.to_dict().items() if k not in {"model_type", "architectures"}}
+    config_dict = llava_config_kwargs(config)
     config_dict["vision_config"].update(image_size=336, patch_size=14)
     config_dict.update(seg, image_seq_length=GRID * GRID)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Trace report sentences to anatomy by counterfactual map ablation (DESIGN §7), and score it on SynthCXR.
+"""Trace report sentences to anatomy by counterfactual map ablation, and score it on SynthCXR.
 
 For one image and one report (generated or given), `trace_report` teacher-forces prompt + report and measures, for
 every sentence, how much the sentence's log-likelihood drops when one anatomical structure's segmentation map (or a
@@ -7,8 +7,7 @@ group of maps) is removed:
     drop(sentence, structure) = sum over the sentence's tokens of  log p_full(token) - log p_ablated(token)
 
 Removing a map = setting its channel to zero. That is what the model was built to treat as "no map": a binary mask
-of a structure that is absent is all zeros, and missing or ablated maps have always been zero channels
-(paper-notes §1), so the counterfactual input is one the model can read, not an out-of-distribution value.
+of a structure that is absent is all zeros, and missing or ablated maps have always been zero channels, so the counterfactual input is one the model can read, not an out-of-distribution value.
 Only the map channels are ablated; segmenter features (if the model reads them) stay as they are.
 
 `score_grounding` checks the rankings against SynthCXR's known finding locations (hit@k, MRR, and what a random
@@ -293,6 +292,12 @@ def trace_report(
         processor, full_text, report_start, encoded["input_ids"], [s for _, s in sentences]
     )
 
+    drops, full = _run_ablations(model, encoded, named, tokens["positions"], batch_size, seg_maps, seg_features)
+    return _sentence_traces(sentences, tokens["sentences"], full.cpu(), drops.cpu(), list(named))
+
+
+def _run_ablations(model, encoded, named, positions, batch_size, seg_maps, seg_features):
+    """Segment once, pool to the patch grid, then score the report with each structure's maps removed (eval mode)."""
     was_training = model.training
     model.eval()
     try:
@@ -304,12 +309,11 @@ def trace_report(
             inputs = {k: encoded[k].to(device) for k in ("input_ids", "attention_mask", "pixel_values")}
             if features is not None:
                 inputs["seg_features"] = _pool(features, grid, device)
-            drops, full = _ablation_drops(
-                model, inputs, _pool(maps, grid, device), list(named.values()), tokens["positions"], batch_size
+            return _ablation_drops(
+                model, inputs, _pool(maps, grid, device), list(named.values()), positions, batch_size
             )
     finally:
         model.train(was_training)
-    return _sentence_traces(sentences, tokens["sentences"], full.cpu(), drops.cpu(), list(named))
 
 
 def trace_to_json(traces: Sequence[SentenceTrace], top: int | None = None) -> dict:

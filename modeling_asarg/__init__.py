@@ -12,9 +12,11 @@ from .configuration_asarg import (
     CXAS_CLASS_NAMES,
     CXAS_FEATURE_LEVELS,
     AsargConfig,
+    AsargSegmenterConfig,
     cxas_seg_config,
     cxas_segmenter_config,
     default_segmenter_config,
+    llava_config_kwargs,
 )
 from .modeling_asarg import (
     AsargCxasUNetSegmenter,
@@ -22,6 +24,7 @@ from .modeling_asarg import (
     AsargModel,
     AsargMultiModalProjector,
     AsargPreTrainedModel,
+    AsargSegLinear,
     AsargUNetSegmenter,
     build_segmenter,
 )
@@ -48,9 +51,12 @@ __all__ = [
     "AsargMultiModalProjector",
     "AsargPreTrainedModel",
     "AsargProcessor",
+    "AsargSegLinear",
+    "AsargSegmenterConfig",
     "AsargUNetSegmenter",
     "build_segmenter",
     "cxas_seg_config",
     "cxas_segmenter_config",
     "default_segmenter_config",
+    "llava_config_kwargs",
 ]

@@ -4,9 +4,11 @@ Hub file: imports only the standard library and `transformers` (it is copied nex
 `save_pretrained` and loaded with `trust_remote_code=True`; it must not import anything of this repository).
 """
 
+import dataclasses
 from typing import Any, Literal
 
-from transformers.models.llava.configuration_llava import LlavaConfig
+from transformers import LlavaConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 # The 159 anatomy classes of CXAS (PAX-Ray++ label set), in the channel order of its logits.
 # Source: cxas 0.0.20, cxas/data/paxray_labels.json (MIT).
@@ -210,51 +212,161 @@ CXAS_FEATURE_LEVELS: dict[str, tuple[int, int]] = {
     "feats_last_map": (2048, 32),
 }
 CXAS_ARCHITECTURE = "cxas_unet_resnet50"
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+# The built-in segmenters; `modeling_asarg.SEGMENTER_ARCHITECTURES` maps each name to its module.
+SEGMENTER_ARCHITECTURE_NAMES = ("unet", CXAS_ARCHITECTURE)
+# ImageNet statistics: CXAS normalises its input with them, and so does `AsargProcessor` for `seg_pixel_values`.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UNET_WIDTHS = (32, 64, 128, 256)
+UNET_FEATURE_CHANNELS = 128
+
+
+class AsargSegmenterConfig(PreTrainedConfig):
+    r"""The built-in segmenter of an ASaRG model (`AsargConfig.segmenter_config`); its settings are checked here only.
+
+    Args:
+        architecture (`str`, *optional*, defaults to `"unet"`):
+            `"unet"` (`AsargUNetSegmenter`, a small pure-torch U-Net) or `"cxas_unet_resnet50"`
+            (`AsargCxasUNetSegmenter`, the ResNet-50 U-Net of CXAS).
+        in_channels (`int`, *optional*, defaults to 3):
+            Channels of `seg_pixel_values`.
+        num_classes (`int`, *optional*):
+            Number of output maps; defaults to `len(class_names)`, else to CXAS's 159.
+        class_names (`list[str]`, *optional*):
+            Names of the output maps, in channel order.
+        widths (`list[int]`, *optional*):
+            `"unet"` only: encoder channels per level, at least two levels (default `[32, 64, 128, 256]`).
+        feature_level (`str`, *optional*):
+            `"cxas_unet_resnet50"` only: the intermediate map returned as `features`, a key of `CXAS_FEATURE_LEVELS`
+            (default `"feats"`, the 128-channel decoder output CXAS calls its network features).
+        feature_channels (`int`, *optional*):
+            Channels of `features`: 128 by default for `"unet"`; for CXAS the width of `feature_level`, which a given
+            value must equal.
+        image_size (`int`, *optional*, defaults to 512):
+            Side of the square `seg_pixel_values`.
+        image_mean (`list[float]`, *optional*, defaults to ImageNet's mean):
+            Per-channel mean that `seg_pixel_values` are normalised with.
+        image_std (`list[float]`, *optional*, defaults to ImageNet's standard deviation):
+            Per-channel standard deviation that `seg_pixel_values` are normalised with.
+
+    The settings also read like a dict (`segmenter_config["image_size"]`, `segmenter_config.get("class_names")`), and
+    `to_settings()` returns the plain dict that `default_segmenter_config()` and `cxas_segmenter_config()` build.
+    """
+
+    model_type = "asarg_segmenter"
+
+    architecture: str = "unet"
+    in_channels: int = 3
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    widths: list[int] | tuple[int, ...] | None = None
+    feature_level: str | None = None
+    feature_channels: int | None = None
+    image_size: int = 512
+    image_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN
+    image_std: list[float] | tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.architecture not in SEGMENTER_ARCHITECTURE_NAMES:
+            raise ValueError(
+                f"Unknown segmenter architecture {self.architecture!r}; choose one of "
+                f"{list(SEGMENTER_ARCHITECTURE_NAMES)}."
+            )
+        self._resolve_classes()
+        if self.architecture == CXAS_ARCHITECTURE:
+            self._resolve_cxas_features()
+        else:
+            self._resolve_unet_features()
+        self.image_mean = [float(value) for value in self.image_mean]
+        self.image_std = [float(value) for value in self.image_std]
+
+    def _resolve_classes(self) -> None:
+        if self.class_names is not None:
+            self.class_names = list(self.class_names)
+            if self.num_classes is None:
+                self.num_classes = len(self.class_names)
+            elif len(self.class_names) != self.num_classes:
+                raise ValueError(
+                    f"segmenter_config has {len(self.class_names)} class_names for num_classes={self.num_classes}; "
+                    "give one name per segmenter output channel."
+                )
+        elif self.num_classes is None:
+            self.num_classes = len(CXAS_CLASS_NAMES)
+        if self.num_classes < 1:
+            raise ValueError(f"segmenter_config['num_classes'] must be >= 1, got {self.num_classes}.")
+
+    def _resolve_cxas_features(self) -> None:
+        if self.widths is not None:
+            raise ValueError(
+                "segmenter_config['widths'] is for the 'unet' architecture; CXAS's U-Net widths are fixed."
+            )
+        level = "feats" if self.feature_level is None else self.feature_level
+        if level not in CXAS_FEATURE_LEVELS:
+            raise ValueError(f"Unknown CXAS feature_level {level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}.")
+        channels = CXAS_FEATURE_LEVELS[level][0]
+        if self.feature_channels is not None and self.feature_channels != channels:
+            raise ValueError(
+                f"segmenter_config['feature_channels']={self.feature_channels} but the CXAS level {level!r} has "
+                f"{channels} channels; use cxas_segmenter_config(feature_level={level!r})."
+            )
+        self.feature_level, self.feature_channels = level, channels
+
+    def _resolve_unet_features(self) -> None:
+        if self.feature_level is not None:
+            raise ValueError(
+                "segmenter_config['feature_level'] is for the CXAS architecture; the 'unet' segmenter returns its "
+                "last decoder block."
+            )
+        self.widths = [int(width) for width in (UNET_WIDTHS if self.widths is None else self.widths)]
+        if len(self.widths) < 2:
+            raise ValueError(f"segmenter_config['widths'] needs at least two levels, got {self.widths}.")
+        if self.feature_channels is None:
+            self.feature_channels = UNET_FEATURE_CHANNELS
+
+    def __getitem__(self, key: str) -> Any:
+        if key.startswith("_") or key not in self.__dict__:
+            raise KeyError(key)
+        return self.__dict__[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """`self[key]`, or `default` when there is no such setting."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def to_settings(self) -> dict[str, Any]:
+        """The segmenter's own settings (the fields above that are set) as a plain, JSON-ready dict."""
+        inherited = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+        names = [field.name for field in dataclasses.fields(self) if field.name not in inherited]
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 def default_segmenter_config(
     num_classes: int = len(CXAS_CLASS_NAMES),
-    feature_channels: int = 128,
-    widths: tuple[int, ...] = (32, 64, 128, 256),
+    feature_channels: int = UNET_FEATURE_CHANNELS,
+    widths: tuple[int, ...] = UNET_WIDTHS,
     image_size: int = 512,
 ) -> dict[str, Any]:
-    """Config of the built-in pure-torch U-Net segmenter (`AsargUNetSegmenter`).
-
-    `image_mean`/`image_std` are ImageNet statistics, as CXAS normalises its input; the processor reads them
-    (through its own copy) to build `seg_pixel_values`.
-    """
-    return {
-        "architecture": "unet",
-        "in_channels": 3,
-        "num_classes": num_classes,
-        "widths": list(widths),
-        "feature_channels": feature_channels,
-        "image_size": image_size,
-        "image_mean": list(IMAGENET_MEAN),
-        "image_std": list(IMAGENET_STD),
-    }
+    """Settings of the built-in pure-torch U-Net segmenter (`AsargUNetSegmenter`), ImageNet-normalised input as CXAS."""
+    return AsargSegmenterConfig(
+        architecture="unet",
+        num_classes=num_classes,
+        widths=list(widths),
+        feature_channels=feature_channels,
+        image_size=image_size,
+    ).to_settings()
 
 
 def cxas_segmenter_config(feature_level: str = "feats", class_names: list[str] | None = None) -> dict[str, Any]:
-    """Config of the CXAS-compatible segmenter (`AsargCxasUNetSegmenter`): ResNet-50 U-Net, 512x512 ImageNet-normalised
+    """Settings of the CXAS-compatible segmenter (`AsargCxasUNetSegmenter`): ResNet-50 U-Net, 512x512 ImageNet-normalised
     input, one logit map per class. `feature_level` picks the intermediate map the projector reads (see
     `CXAS_FEATURE_LEVELS`); `class_names` name the segmenter's output channels (CXAS's 159 by default)."""
-    if feature_level not in CXAS_FEATURE_LEVELS:
-        raise ValueError(f"Unknown CXAS feature_level {feature_level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}.")
     names = list(CXAS_CLASS_NAMES if class_names is None else class_names)
-    return {
-        "architecture": CXAS_ARCHITECTURE,
-        "in_channels": 3,
-        "num_classes": len(names),
-        "class_names": names,
-        "feature_level": feature_level,
-        "feature_channels": CXAS_FEATURE_LEVELS[feature_level][0],
-        "image_size": 512,
-        "image_mean": list(IMAGENET_MEAN),
-        "image_std": list(IMAGENET_STD),
-    }
+    return AsargSegmenterConfig(
+        architecture=CXAS_ARCHITECTURE, class_names=names, feature_level=feature_level, image_size=512
+    ).to_settings()
 
 
 def _class_index(name_or_index: str | int, names: list[str] | tuple[str, ...]) -> int:
@@ -313,6 +425,12 @@ def cxas_seg_config(
     return kwargs
 
 
+def llava_config_kwargs(config: PreTrainedConfig) -> dict[str, Any]:
+    """A LLaVA (or ASaRG) config's fields as `AsargConfig` keyword arguments: its `to_dict()` without the keys that
+    name the model class (`model_type`, `architectures`)."""
+    return {key: value for key, value in config.to_dict().items() if key not in {"model_type", "architectures"}}
+
+
 class AsargConfig(LlavaConfig):
     r"""Configuration of ASaRG: LLaVA whose projector also reads anatomy segmentation per visual token.
 
@@ -321,14 +439,17 @@ class AsargConfig(LlavaConfig):
     use_seg_features (`bool`): concatenate the segmenter's intermediate feature map (C channels) to every visual token.
     use_seg_maps (`bool`): concatenate the K per-class segmentation maps (area-pooled coverage fractions).
         With both switches off the model is exactly LLaVA (same parameters, same logits).
-    num_seg_classes (`int`): K, the number of segmentation classes the projector reads.
-    seg_class_names (`list[str]`): the K class names, in channel order (defaults to CXAS's 159 names when K == 159,
-        else `class_0 ... class_{K-1}`). Used for tracing report sentences back to anatomy.
+    num_seg_classes (`int`, *optional*): K, the number of segmentation maps the projector reads. Leave it unset: it
+        follows from `seg_class_indices` / `seg_class_groups`, else from the built-in segmenter's `num_classes`, else
+        from `seg_class_names` (CXAS's 159 without any of them). A given value that disagrees raises `ValueError`.
+    seg_class_names (`list[str]`): the K class names, in channel order (defaults to the segmenter's names, to CXAS's
+        159 names when K == 159, else `class_0 ... class_{K-1}`). Used for tracing report sentences back to anatomy.
     seg_feature_channels (`int`): C, channels of the intermediate feature map.
-    segmenter_config (`dict` or `None`): the built-in segmenter (see `default_segmenter_config`); `None` when the
-        segmentation inputs are always given precomputed (`seg_maps`, `seg_features`).
+    segmenter_config (`AsargSegmenterConfig`, `dict` or `None`): the built-in segmenter (a dict is read as
+        `AsargSegmenterConfig(**dict)`, e.g. `default_segmenter_config()`); `None` when the segmentation inputs are
+        always given precomputed (`seg_maps`, `seg_features`).
     seg_class_indices (`list[int]` or `None`): which of the built-in segmenter's output channels the projector reads,
-        in this order (e.g. 20 of CXAS's 159); `None` = all of them. Then `num_seg_classes == len(seg_class_indices)`.
+        in this order (e.g. 20 of CXAS's 159); `None` = all of them.
     seg_class_groups (`list[list[int]]` or `None`): instead of single channels, one map per group of segmenter
         channels (e.g. `CXAS_ANATOMY_GROUPS`), reduced by `seg_group_reduction`; name the groups in `seg_class_names`
         (a list, not a dict: config.json sorts dict keys, which would scramble the channel order). Exclusive with
@@ -346,13 +467,17 @@ class AsargConfig(LlavaConfig):
     """
 
     model_type = "asarg"
+    sub_configs_defaults = {
+        **LlavaConfig.sub_configs_defaults,
+        "segmenter_config": SubConfigSpec(config_class=AsargSegmenterConfig, optional=True),
+    }
 
     use_seg_features: bool = False
     use_seg_maps: bool = False
-    num_seg_classes: int = len(CXAS_CLASS_NAMES)
+    num_seg_classes: int | None = None
     seg_class_names: list[str] | None = None
     seg_feature_channels: int = 128
-    segmenter_config: dict | None = None
+    segmenter_config: dict | PreTrainedConfig | None = None
     seg_class_indices: list[int] | None = None
     seg_class_groups: list[list[int]] | None = None
     seg_group_reduction: Literal["max", "mean"] = "max"
@@ -361,28 +486,52 @@ class AsargConfig(LlavaConfig):
     missing_seg_inputs: Literal["warn", "error"] = "warn"
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        self._derive_class_selection()
+        super().__post_init__(**kwargs)  # turns a dict `segmenter_config` into an `AsargSegmenterConfig`
+        if self.seg_class_indices is not None and self.seg_class_groups is not None:
+            raise ValueError("Set either seg_class_indices (a subset) or seg_class_groups (merged maps), not both.")
+        self.num_seg_classes = self._derive_num_seg_classes()
         if self.seg_class_names is None:
             self.seg_class_names = self._default_class_names()
         self._check_seg_fields()
 
-    def _derive_class_selection(self) -> None:
-        """With a class selection, K follows from it: the default `num_seg_classes` (159) is replaced, any other
-        value must agree (checked in `_check_seg_fields`)."""
-        if self.seg_class_indices is not None and self.seg_class_groups is not None:
-            raise ValueError("Set either seg_class_indices (a subset) or seg_class_groups (merged maps), not both.")
-        selection = self.seg_class_selection
-        if selection is not None and self.num_seg_classes == len(CXAS_CLASS_NAMES):
-            self.num_seg_classes = len(selection)
-        if self.seg_class_groups is not None and self.seg_class_names is None:
-            self.seg_class_names = [f"group_{i}" for i in range(len(self.seg_class_groups))]
+    def __setattr__(self, key, value):
+        if key == "segmenter_config" and isinstance(value, dict):  # settings assigned later are typed and checked too
+            value = AsargSegmenterConfig(**value)
+        super().__setattr__(key, value)
+
+    @classmethod
+    def from_llava_config(cls, config: PreTrainedConfig, **overrides) -> "AsargConfig":
+        """An ASaRG config from a LLaVA config (or a variant of an ASaRG config), with `overrides` applied."""
+        return cls(**{**llava_config_kwargs(config), **overrides})
+
+    def _derive_num_seg_classes(self) -> int:
+        """K from the class selection, else from the segmenter, else from the names; a given K must agree."""
+        given, selection, seg = self.num_seg_classes, self.seg_class_selection, self.segmenter_config
+        if selection is not None:
+            derived = len(selection)
+            hint = (
+                "leave num_seg_classes unset (it follows from seg_class_indices / seg_class_groups) or make them agree"
+            )
+            what = f"The class selection has {derived} maps"
+        elif seg is not None:
+            derived = seg.num_classes
+            hint = "the projector reads every segmenter map unless you choose some with seg_class_indices or "
+            hint += "seg_class_groups"
+            what = f"segmenter_config['num_classes']={derived}"
+        elif given is not None:
+            return given
+        else:
+            return len(CXAS_CLASS_NAMES) if self.seg_class_names is None else len(self.seg_class_names)
+        if given is not None and given != derived:
+            raise ValueError(f"{what} but num_seg_classes={given}; {hint}.")
+        return derived
 
     def _default_class_names(self) -> list[str]:
-        source = (self.segmenter_config or {}).get("class_names")
-        if source is None and (self.segmenter_config or {}).get("num_classes", self.num_seg_classes) == len(
-            CXAS_CLASS_NAMES
-        ):
+        if self.seg_class_groups is not None:
+            return [f"group_{i}" for i in range(len(self.seg_class_groups))]
+        seg = self.segmenter_config
+        source = None if seg is None else seg.class_names
+        if source is None and (self.num_seg_classes if seg is None else seg.num_classes) == len(CXAS_CLASS_NAMES):
             source = list(CXAS_CLASS_NAMES)
         if self.seg_class_indices is not None and source is not None:
             return [source[i] if 0 <= i < len(source) else f"class_{i}" for i in self.seg_class_indices]
@@ -409,47 +558,22 @@ class AsargConfig(LlavaConfig):
                 f"seg_class_names has {len(self.seg_class_names)} names but num_seg_classes={self.num_seg_classes}; "
                 "give one name per segmentation channel."
             )
-        self._check_class_selection()
+        selection = self.seg_class_selection
+        if selection is not None and any(not members for members in selection):
+            raise ValueError("Every group in seg_class_groups needs at least one member class.")
         seg = self.segmenter_config
         if seg is None:
             return
-        self._check_selection_against_segmenter(seg)
-        if seg.get("feature_channels") != self.seg_feature_channels:
+        if seg.feature_channels != self.seg_feature_channels:
             raise ValueError(
-                f"segmenter_config['feature_channels']={seg.get('feature_channels')} but "
+                f"segmenter_config['feature_channels']={seg.feature_channels} but "
                 f"seg_feature_channels={self.seg_feature_channels}; they must match."
             )
-        if seg.get("architecture") == CXAS_ARCHITECTURE:
-            _check_cxas_segmenter_config(seg)
-
-    def _check_class_selection(self) -> None:
-        selection = self.seg_class_selection
-        if selection is None:
-            return
-        if len(selection) != self.num_seg_classes:
-            raise ValueError(
-                f"The class selection has {len(selection)} maps but num_seg_classes={self.num_seg_classes}; leave "
-                "num_seg_classes unset (it follows from seg_class_indices / seg_class_groups) or make them agree."
-            )
-        if any(not members for members in selection):
-            raise ValueError("Every group in seg_class_groups needs at least one member class.")
-
-    def _check_selection_against_segmenter(self, seg: dict) -> None:
-        source = seg.get("num_classes")
-        selection = self.seg_class_selection
-        if selection is None:
-            if source != self.num_seg_classes:
-                raise ValueError(
-                    f"segmenter_config['num_classes']={source} but num_seg_classes={self.num_seg_classes}; the "
-                    "projector reads every segmenter map unless you choose some with seg_class_indices or "
-                    "seg_class_groups."
-                )
-            return
-        out_of_range = sorted({i for members in selection for i in members if not 0 <= i < source})
+        out_of_range = sorted({i for members in selection or [] for i in members if not 0 <= i < seg.num_classes})
         if out_of_range:
             raise ValueError(
                 f"seg_class_indices/seg_class_groups refer to segmenter channels {out_of_range} but the segmenter "
-                f"has {source} classes (0..{source - 1})."
+                f"has {seg.num_classes} classes (0..{seg.num_classes - 1})."
             )
 
     @property
@@ -458,32 +582,18 @@ class AsargConfig(LlavaConfig):
         return self.seg_feature_channels * self.use_seg_features + self.num_seg_classes * self.use_seg_maps
 
 
-def _check_cxas_segmenter_config(seg: dict) -> None:
-    level = seg.get("feature_level", "feats")
-    if level not in CXAS_FEATURE_LEVELS:
-        raise ValueError(f"segmenter_config['feature_level']={level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}.")
-    channels = CXAS_FEATURE_LEVELS[level][0]
-    if seg.get("feature_channels") != channels:
-        raise ValueError(
-            f"segmenter_config['feature_channels']={seg.get('feature_channels')} but the CXAS level {level!r} has "
-            f"{channels} channels; use cxas_segmenter_config(feature_level={level!r})."
-        )
-    names = seg.get("class_names")
-    if names is not None and len(names) != seg.get("num_classes"):
-        raise ValueError(
-            f"segmenter_config has {len(names)} class_names for num_classes={seg.get('num_classes')}; give one name "
-            "per segmenter output channel."
-        )
-
-
 __all__ = [
     "AsargConfig",
+    "AsargSegmenterConfig",
     "CXAS_ANATOMY_GROUPS",
     "CXAS_ARCHITECTURE",
     "CXAS_CLASS_NAMES",
     "CXAS_FEATURE_LEVELS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "cxas_class_index",
     "cxas_seg_config",
     "cxas_segmenter_config",
     "default_segmenter_config",
+    "llava_config_kwargs",
 ]

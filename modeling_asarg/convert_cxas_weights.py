@@ -212,14 +212,12 @@ def build_asarg_with_segmenter(
         model = AsargForConditionalGeneration.from_llava(llava, **kwargs)
     else:
         model = AsargForConditionalGeneration.from_pretrained(asarg)
-        config_dict = {k: v for k, v in model.config.to_dict().items() if k not in {"model_type", "architectures"}}
-        config_dict["segmenter_config"] = segmenter_config
-        try:
-            AsargConfig(**config_dict)  # validates the new segmenter against the projector's K and C
+        try:  # validates the new segmenter against the projector's K and C
+            config = AsargConfig.from_llava_config(model.config, segmenter_config=segmenter_config)
         except ValueError as error:
             raise ValueError(f"{asarg}: its projector does not fit the converted segmenter: {error}") from error
-        model.config.segmenter_config = segmenter_config
-        model.model.segmenter = build_segmenter(segmenter_config)
+        model.config.segmenter_config = config.segmenter_config
+        model.model.segmenter = build_segmenter(config.segmenter_config)
     segmenter = model.model.segmenter
     segmenter.load_state_dict(state_dict, strict=True)
     param = next(model.parameters())

@@ -2,36 +2,46 @@
 
 For every visual token the projector's first Linear sees
     [ vision features (LLaVA) | segmenter features (C, area-pooled) | K segmentation maps (area-pooled coverage) ]
-and nothing else changes. The seg columns of `linear_1` start at zero, so a model built from a LLaVA checkpoint
-gives exactly that checkpoint's logits until it is trained (`AsargForConditionalGeneration.from_llava`).
+and nothing else changes. The projector keeps LLaVA's `linear_1` (vision columns) and adds the seg columns as a
+separate bias-free `seg_linear` whose output is added to `linear_1`'s, which is the same map as one Linear over the
+concatenation. `seg_linear` starts at zero, so a model built from a LLaVA checkpoint gives exactly that checkpoint's
+logits until it is trained (`AsargForConditionalGeneration.from_llava`).
 
 Segmentation comes either from the built-in segmenter (`seg_pixel_values`, run once per forward / once per
 `generate` call, at prefill) or precomputed (`seg_maps (B,K,h,w)`, `seg_features (B,C,h',w')`, any resolution).
 
 Hub file: imports only torch, transformers, the standard library and `.configuration_asarg`. Parameter names are
 LLaVA's (`model.vision_tower`, `model.multi_modal_projector.linear_1/2`, `model.language_model`, `lm_head`) plus
-`model.segmenter` when a built-in segmenter is configured.
+`model.multi_modal_projector.seg_linear` when seg is on and `model.segmenter` when a built-in segmenter is configured.
 """
 
+import dataclasses
 from collections import OrderedDict
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.llava.modeling_llava import (
+from transformers import (
+    Cache,
+    LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaModel,
-    LlavaMultiModalProjector,
     LlavaPreTrainedModel,
+    PreTrainedConfig,
 )
-from transformers.utils import logging
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalBaseModelOutputWithPast
+from transformers.utils import can_return_tuple, logging
 
-from .configuration_asarg import CXAS_ARCHITECTURE, CXAS_FEATURE_LEVELS, AsargConfig
+from .configuration_asarg import CXAS_ARCHITECTURE, AsargConfig, AsargSegmenterConfig
 
 logger = logging.get_logger(__name__)
 
 SEG_INPUT_NAMES = ("seg_pixel_values", "seg_maps", "seg_features")
+# What `from_pretrained` passes on when it reads a checkpoint's config.json for its `model_type`.
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 # Written into config.json on save so that every Auto class resolves to these files with trust_remote_code.
 AUTO_MAP = {
@@ -65,18 +75,16 @@ class AsargUNetSegmenter(nn.Module):
     `feature_channels`), the analogue of CXAS's "network features" that feed its 1x1 classifier.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: AsargSegmenterConfig):
         super().__init__()
-        widths = list(config["widths"])
-        if len(widths) < 2:
-            raise ValueError(f"segmenter_config['widths'] needs at least two levels, got {widths}.")
-        self.inc = _DoubleConv(config["in_channels"], widths[0])
+        widths = list(config.widths)
+        self.inc = _DoubleConv(config.in_channels, widths[0])
         self.down = nn.ModuleList(_DoubleConv(widths[i], widths[i + 1]) for i in range(len(widths) - 1))
         up_out = widths[:-1][::-1]
-        up_out[-1] = config["feature_channels"]
+        up_out[-1] = config.feature_channels
         up_in = [w_deep + w_skip for w_deep, w_skip in zip([widths[-1]] + up_out[:-1], widths[:-1][::-1])]
         self.up = nn.ModuleList(_DoubleConv(cin, cout) for cin, cout in zip(up_in, up_out))
-        self.out = nn.Conv2d(config["feature_channels"], config["num_classes"], 1)
+        self.out = nn.Conv2d(config.feature_channels, config.num_classes, 1)
 
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         skips = [self.inc(pixel_values)]
@@ -247,19 +255,15 @@ class AsargCxasUNetSegmenter(nn.Module):
     """The CXAS anatomy segmenter (ResNet-50 U-Net, 159 overlapping classes), in pure torch with CXAS's parameter names.
 
     Input: (B,3,512,512) ImageNet-normalised. Returns `{"logits": (B,K,H,W), "features": (B,C,h,w)}` where `features`
-    is the level named by `segmenter_config["feature_level"]` (default `"feats"`: CXAS's 128-channel decoder output at
+    is the level named by `segmenter_config.feature_level` (default `"feats"`: CXAS's 128-channel decoder output at
     stride 4). `forward_levels` returns every level, for parity checks and analysis.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: AsargSegmenterConfig):
         super().__init__()
-        self.feature_level = config.get("feature_level", "feats")
-        if self.feature_level not in CXAS_FEATURE_LEVELS:
-            raise ValueError(
-                f"Unknown CXAS feature_level {self.feature_level!r}; choose one of {list(CXAS_FEATURE_LEVELS)}."
-            )
-        self.backbone = _CxasResNet50Encoder(config.get("in_channels", 3))
-        self.head = _CxasUNetHead(config["num_classes"])
+        self.feature_level = config.feature_level
+        self.backbone = _CxasResNet50Encoder(config.in_channels)
+        self.head = _CxasUNetHead(config.num_classes)
 
     def forward_levels(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         levels = self.backbone(pixel_values)
@@ -279,13 +283,11 @@ class AsargCxasUNetSegmenter(nn.Module):
 SEGMENTER_ARCHITECTURES = {"unet": AsargUNetSegmenter, CXAS_ARCHITECTURE: AsargCxasUNetSegmenter}
 
 
-def build_segmenter(segmenter_config: dict) -> nn.Module:
-    architecture = segmenter_config.get("architecture", "unet")
-    if architecture not in SEGMENTER_ARCHITECTURES:
-        raise ValueError(
-            f"Unknown segmenter architecture {architecture!r}; choose one of {sorted(SEGMENTER_ARCHITECTURES)}."
-        )
-    return SEGMENTER_ARCHITECTURES[architecture](segmenter_config)
+def build_segmenter(segmenter_config: AsargSegmenterConfig | dict) -> nn.Module:
+    """The built-in segmenter described by `segmenter_config` (an `AsargSegmenterConfig`, or its settings as a dict)."""
+    if isinstance(segmenter_config, dict):
+        segmenter_config = AsargSegmenterConfig(**segmenter_config)
+    return SEGMENTER_ARCHITECTURES[segmenter_config.architecture](segmenter_config)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -293,44 +295,111 @@ def build_segmenter(segmenter_config: dict) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class AsargMultiModalProjector(LlavaMultiModalProjector):
-    """LLaVA's two-layer MLP whose first Linear takes `seg_input_width` extra columns (none when seg is off)."""
+class AsargSegLinear(nn.Linear):
+    """The projector's seg columns: a bias-free `Linear(seg_input_width, text_hidden_size)` whose output is added to
+    `linear_1`'s. It is zero-initialised (`AsargPreTrainedModel._init_weights`), so seg inputs are inert until
+    trained and a model grown from LLaVA gives LLaVA's logits."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=False, device=device, dtype=dtype)
+
+
+class AsargMultiModalProjector(nn.Module):
+    """LLaVA's two-layer MLP projector, with LLaVA's parameters (`linear_1`, `act`, `linear_2`), plus `seg_linear`:
+    the seg columns (`None` with seg off, which leaves exactly LLaVA's projector)."""
 
     def __init__(self, config: AsargConfig):
-        super().__init__(config)
-        self.vision_width = self.linear_1.in_features
+        super().__init__()
+        num_feature_layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
+        hidden_size = config.text_config.hidden_size
+        bias = config.multimodal_projector_bias
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size * num_feature_layers, hidden_size, bias=bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.seg_width = config.seg_input_width
-        if self.seg_width:
-            self.linear_1 = nn.Linear(
-                self.vision_width + self.seg_width, self.linear_1.out_features, bias=config.multimodal_projector_bias
-            )
-            self.linear_1.first_seg_column = self.vision_width
+        self.seg_linear = AsargSegLinear(self.seg_width, hidden_size) if self.seg_width else None
 
     def forward(self, image_features: torch.Tensor, seg_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        if self.seg_width:
+        """Project visual tokens, with their seg columns, into the language model's embedding space.
+
+        Args:
+            image_features (`torch.Tensor` of shape `(batch_size, num_tokens, vision_width)`):
+                The selected vision-tower features (vision hidden size times the number of feature layers).
+            seg_tokens (`torch.Tensor` of shape `(batch_size, num_tokens, seg_input_width)`, *optional*):
+                The seg columns of every token (`AsargModel.get_seg_tokens`); required when seg is on.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, num_tokens, text_hidden_size)`.
+        """
+        hidden_states = self.linear_1(image_features)
+        if self.seg_linear is not None:
             if seg_tokens is None or seg_tokens.shape[-1] != self.seg_width:
                 got = None if seg_tokens is None else tuple(seg_tokens.shape)
                 raise ValueError(f"The projector expects seg tokens of width {self.seg_width}, got {got}.")
-            image_features = torch.cat([image_features, seg_tokens.to(image_features.dtype)], dim=-1)
-        return super().forward(image_features)
+            hidden_states = hidden_states + self.seg_linear(seg_tokens.to(hidden_states.dtype))
+        return self.linear_2(self.act(hidden_states))
+
+
+def _checkpoint_model_type(pretrained_model_name_or_path, kwargs: dict) -> str | None:
+    """`model_type` in a checkpoint's config.json; None when there is none to read (e.g. a weights-only folder)."""
+    if pretrained_model_name_or_path is None:
+        return None
+    hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+    except (OSError, ValueError):
+        return None
+    return config_dict.get("model_type")
 
 
 class AsargPreTrainedModel(LlavaPreTrainedModel):
     config: AsargConfig
     config_class = AsargConfig
 
-    def _init_weights(self, module):
+    def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        # Seg columns start at zero: seg inputs are inert until trained, and a model grown from LLaVA equals it.
-        # Marked on the Linear itself: param-less modules such as the projector are skipped for custom code.
-        first_seg_column = getattr(module, "first_seg_column", None)
-        if first_seg_column is not None and not getattr(module.weight, "_is_hf_initialized", False):
-            with torch.no_grad():
-                module.weight[:, first_seg_column:].zero_()
+        if isinstance(module, AsargSegLinear):
+            init.zeros_(module.weight)  # like every `init` function, it leaves weights loaded from a checkpoint alone
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: every weight is initialised through `transformers.initialization`, as in library models, so ASaRG
+        needs none of transformers' fallbacks for custom code. (For custom code `initialize_weights` skips modules
+        without parameters of their own, such as CLIP's attention blocks, whose `_init_weights` sets their children's
+        std: weights missing from a checkpoint would get the generic std, not the one they get on construction.)"""
+        return False
 
     def save_pretrained(self, *args, **kwargs):
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also takes a LLaVA checkpoint (config `model_type` "llava", weights
+        in LLaVA's key layout). That one is built with `AsargForConditionalGeneration.from_llava`, so that every
+        weight finds its place and the model saves under ASaRG's own names: ASaRG config fields in `kwargs` (or those
+        of a `config`) choose the seg setup, the other kwargs go to `LlavaForConditionalGeneration.from_pretrained`."""
+        if _checkpoint_model_type(pretrained_model_name_or_path, kwargs) == "llava":
+            return cls._from_llava_checkpoint(pretrained_model_name_or_path, *model_args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _from_llava_checkpoint(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        from_llava = getattr(cls, "from_llava", None)
+        if from_llava is None or model_args:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a LLaVA checkpoint (model_type 'llava'): build ASaRG from it with "
+                f"AsargForConditionalGeneration.from_llava({str(pretrained_model_name_or_path)!r}, ...)."
+            )
+        config = kwargs.pop("config", None)
+        overrides = {name: getattr(config, name) for name in ASARG_CONFIG_FIELDS} if config is not None else {}
+        overrides.update({name: kwargs.pop(name) for name in ASARG_CONFIG_FIELDS if name in kwargs})
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        llava, loading_info = LlavaForConditionalGeneration.from_pretrained(
+            pretrained_model_name_or_path, output_loading_info=True, **kwargs
+        )
+        model = from_llava(llava, **overrides)
+        return (model, loading_info) if output_loading_info else model
 
 
 def _pool_to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -339,6 +408,11 @@ def _pool_to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 class AsargModel(AsargPreTrainedModel, LlavaModel):
+    """LLaVA's base model whose projector also reads segmentation, per visual token.
+
+    All seg handling lives here, not in `AsargForConditionalGeneration`: TRL's loss path calls this model directly.
+    """
+
     def __init__(self, config: AsargConfig):
         super().__init__(config)
         self.multi_modal_projector = AsargMultiModalProjector(config)
@@ -443,29 +517,8 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         selected = [hidden_states[i][:, 1:] if strategy == "default" else hidden_states[i] for i in layers]
         return torch.cat(selected, dim=-1)
 
-    def get_image_features(
-        self,
-        pixel_values: torch.Tensor,
-        seg_pixel_values: torch.Tensor | None = None,
-        seg_maps: torch.Tensor | None = None,
-        seg_features: torch.Tensor | None = None,
-        vision_feature_layer: int | list[int] | None = None,
-        vision_feature_select_strategy: str | None = None,
-        **kwargs,
-    ):
-        """LLaVA's image features, with the seg columns concatenated before the projector.
-
-        The seg arguments must be in this signature: `generate` pre-encodes images by calling this method with
-        exactly the kwargs its signature names, once, before prefill.
-        """
-        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
-        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        kwargs.pop("return_dict", None)
-        kwargs.pop("output_hidden_states", None)
-        image_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
-        vision_features = self._select_vision_features(image_outputs.hidden_states, layer, strategy)
-
-        seg_tokens = self.get_seg_tokens(pixel_values, seg_pixel_values, seg_maps, seg_features)
+    def _token_aligned_seg_tokens(self, vision_features, pixel_values, strategy, **seg_inputs) -> torch.Tensor | None:
+        seg_tokens = self.get_seg_tokens(pixel_values, **seg_inputs)
         if seg_tokens is not None and strategy == "full":
             # The CLS token has no location: it gets zero seg columns.
             seg_tokens = torch.cat([seg_tokens.new_zeros(seg_tokens.shape[0], 1, seg_tokens.shape[2]), seg_tokens], 1)
@@ -474,62 +527,108 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
                 f"The vision tower gave {vision_features.shape[1]} tokens per image but the patch grid has "
                 f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
             )
-        image_features = self.multi_modal_projector(vision_features, seg_tokens)
-        image_outputs.pooler_output = list(image_features)
+        return seg_tokens
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        seg_pixel_values: torch.FloatTensor | None = None,
+        seg_maps: torch.FloatTensor | None = None,
+        seg_features: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithPooling:
+        r"""LLaVA's image features, with each token's seg columns joined before the projector.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                Images for the vision tower.
+            seg_pixel_values, seg_maps, seg_features:
+                The segmentation inputs, as in `AsargModel.forward`.
+            vision_feature_layer (`int` or `list[int]`, *optional*):
+                Vision layer(s) to project, as in LLaVA; defaults to the config's.
+            vision_feature_select_strategy (`str`, *optional*):
+                `"default"` (drop the CLS token) or `"full"`, as in LLaVA; defaults to the config's.
+            kwargs:
+                Go to the vision tower (e.g. `output_attentions=True`); `return_dict=False` returns a tuple.
+
+        The seg arguments must stay in this signature: `generate` pre-encodes images once, before prefill, by calling
+        this method with the model kwargs that its signature names.
+
+        Returns:
+            The vision tower's `BaseModelOutputWithPooling`, whose `pooler_output` is a list with one
+            `(num_tokens, text_hidden_size)` tensor of projected features per image.
+        """
+        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        kwargs.pop("output_hidden_states", None)  # every layer is kept: the feature layer(s) are picked from them
+        image_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
+        vision_features = self._select_vision_features(image_outputs.hidden_states, layer, strategy)
+        seg_tokens = self._token_aligned_seg_tokens(
+            vision_features,
+            pixel_values,
+            strategy,
+            seg_pixel_values=seg_pixel_values,
+            seg_maps=seg_maps,
+            seg_features=seg_features,
+        )
+        image_outputs.pooler_output = list(self.multi_modal_projector(vision_features, seg_tokens))
         return image_outputs
 
-    def encode_images(
-        self,
-        pixel_values,
-        mm_encoder_outputs=None,
-        seg_pixel_values=None,
-        seg_maps=None,
-        seg_features=None,
-        vision_feature_layer=None,
-        vision_feature_select_strategy=None,
-    ) -> dict:
-        """Pre-encode images (with seg) into LLaVA's `mm_encoder_outputs`, so the parent forward never sees seg."""
+    def _encode_images(
+        self, pixel_values, mm_encoder_outputs, **image_kwargs
+    ) -> dict[str, BaseModelOutputWithPooling]:
+        """`mm_encoder_outputs` with the images encoded by `get_image_features` (`image_kwargs` go to it)."""
         mm_encoder_outputs = dict(mm_encoder_outputs or {})  # generate passes {} when it did not pre-encode
-        if pixel_values is None:
-            return mm_encoder_outputs
-        if mm_encoder_outputs.get("image") is not None:
-            raise ValueError("You cannot specify both pixel_values and mm_encoder_outputs['image'] at the same time.")
-        mm_encoder_outputs["image"] = self.get_image_features(
+        if pixel_values is not None:
+            if mm_encoder_outputs.get("image") is not None:
+                raise ValueError(
+                    "You cannot specify both pixel_values and mm_encoder_outputs['image'] at the same time."
+                )
+            mm_encoder_outputs["image"] = self.get_image_features(pixel_values, **image_kwargs)
+        return mm_encoder_outputs
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        seg_pixel_values: torch.FloatTensor | None = None,
+        seg_maps: torch.FloatTensor | None = None,
+        seg_features: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> tuple | MultimodalBaseModelOutputWithPast:
+        r"""LLaVA's forward, with the images encoded together with their segmentation (`get_image_features`).
+
+        Args:
+            seg_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, seg_image_size, seg_image_size)`, *optional*):
+                Images for the built-in segmenter (from `AsargProcessor`); it runs for the maps or features not given.
+            seg_maps (`torch.FloatTensor` of shape `(batch_size, num_seg_classes, height, width)`, *optional*):
+                Precomputed segmentation maps in [0, 1], at any resolution (area-pooled to the vision patch grid).
+            seg_features (`torch.FloatTensor` of shape `(batch_size, seg_feature_channels, height, width)`, *optional*):
+                Precomputed segmenter features, at any resolution (area-pooled to the vision patch grid).
+
+        The other arguments are `LlavaModel.forward`'s; `kwargs` (e.g. `output_attentions`) reach the vision tower too.
+        """
+        mm_encoder_outputs = self._encode_images(
             pixel_values,
+            mm_encoder_outputs,
             seg_pixel_values=seg_pixel_values,
             seg_maps=seg_maps,
             seg_features=seg_features,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
-        )
-        return mm_encoder_outputs
-
-    def forward(
-        self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        cache=None,
-        inputs_embeds=None,
-        vision_feature_layer=None,
-        vision_feature_select_strategy=None,
-        image_sizes=None,
-        mm_encoder_outputs=None,
-        seg_pixel_values=None,
-        seg_maps=None,
-        seg_features=None,
-        **kwargs,
-    ):
-        # Seg handling lives here (not only in the CausalLM): TRL's fused-loss path calls `model.model(...)` directly.
-        mm_encoder_outputs = self.encode_images(
-            pixel_values,
-            mm_encoder_outputs,
-            seg_pixel_values,
-            seg_maps,
-            seg_features,
-            vision_feature_layer,
-            vision_feature_select_strategy,
+            **kwargs,
         )
         return super().forward(
             input_ids=input_ids,
@@ -544,66 +643,41 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
 
 
 class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGeneration):
+    """ASaRG for report generation: LLaVA's `forward`, `get_image_features` and `generate` on top of `AsargModel`.
+
+    The seg inputs (`seg_pixel_values`, `seg_maps`, `seg_features`, see `AsargModel.forward`) travel through the
+    parent's `**kwargs` to `AsargModel`. They are not in `forward`'s signature, so a `transformers.Trainer` keeps them
+    only with `remove_unused_columns=False` (without them a training step raises, naming that setting).
+    """
+
     def __init__(self, config: AsargConfig):
-        # LLaVA's __init__ builds a LlavaModel that is replaced right away; under from_pretrained both are built on
-        # the meta device, so this costs nothing there.
+        # LLaVA's __init__ builds a LlavaModel that is replaced right away (free under from_pretrained: both are built
+        # on the meta device). That model's post_init consumes `config.gradient_checkpointing`: hand it on.
+        gradient_checkpointing = getattr(config, "gradient_checkpointing", False)
         super().__init__(config)
+        if gradient_checkpointing:
+            config.gradient_checkpointing = True
         self.model = AsargModel(config)
         self.post_init()
 
-    def get_image_features(self, pixel_values, seg_pixel_values=None, seg_maps=None, seg_features=None, **kwargs):
-        return self.model.get_image_features(
-            pixel_values, seg_pixel_values=seg_pixel_values, seg_maps=seg_maps, seg_features=seg_features, **kwargs
-        )
-
-    def forward(
+    def prepare_inputs_for_generation(
         self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        cache=None,
-        inputs_embeds=None,
-        vision_feature_layer=None,
-        vision_feature_select_strategy=None,
-        labels=None,
-        logits_to_keep=0,
-        image_sizes=None,
-        mm_encoder_outputs=None,
-        seg_pixel_values=None,
-        seg_maps=None,
-        seg_features=None,
+        *args,
+        seg_pixel_values: torch.FloatTensor | None = None,
+        seg_maps: torch.FloatTensor | None = None,
+        seg_features: torch.FloatTensor | None = None,
+        is_first_iteration: bool = False,
         **kwargs,
-    ):
-        mm_encoder_outputs = self.model.encode_images(
-            pixel_values,
-            mm_encoder_outputs,
-            seg_pixel_values,
-            seg_maps,
-            seg_features,
-            vision_feature_layer,
-            vision_feature_select_strategy,
-        )
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            logits_to_keep=logits_to_keep,
-            image_sizes=image_sizes,
-            mm_encoder_outputs=mm_encoder_outputs,
-            **kwargs,
-        )
+    ) -> dict:
+        """LLaVA's, plus the seg inputs for the prefill step only (decode steps have no image tokens).
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration=False, **kwargs):
+        Naming them here makes `generate` accept them. It normally consumes them itself, when it pre-encodes the images
+        through `AsargModel.get_image_features`, so the segmenter runs once per `generate` call.
+        """
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        # generate normally consumes seg inputs when it pre-encodes images; should it not, they must still reach only
-        # the prefill step, like pixel_values (decode steps have no image tokens).
-        if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in SEG_INPUT_NAMES:
-                model_inputs.pop(name, None)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            seg_inputs = dict(zip(SEG_INPUT_NAMES, (seg_pixel_values, seg_maps, seg_features)))
+            model_inputs.update({name: value for name, value in seg_inputs.items() if value is not None})
         return model_inputs
 
     # ---- growing ASaRG out of a LLaVA checkpoint ---------------------------------------------------------------------
@@ -612,61 +686,70 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
     def from_llava(cls, source, llava_kwargs: dict | None = None, **config_overrides):
         """Build ASaRG from a LLaVA model or checkpoint (path or Hub id; legacy key names included).
 
-        `config_overrides` are ASaRG config fields, e.g. `use_seg_maps=True, num_seg_classes=159,
-        seg_feature_channels=128, segmenter_config=None`. Every LLaVA weight is reused by name; `linear_1` gains
-        zero-initialised seg columns, so the result has the LLaVA model's logits until it is trained. A built-in
-        segmenter (if configured) starts from random weights. `llava_kwargs` go to `LlavaForConditionalGeneration
-        .from_pretrained` (e.g. `dtype`). Any LLaVA weight that does not find its place raises.
+        `config_overrides` are ASaRG config fields, e.g. `use_seg_maps=True, seg_feature_channels=128,
+        segmenter_config=None`. Every LLaVA weight is reused by name; the seg columns (`seg_linear`) start at zero, so
+        the result has the LLaVA model's logits until it is trained. A built-in segmenter (if configured) starts from
+        random weights. `llava_kwargs` go to `LlavaForConditionalGeneration.from_pretrained` (e.g. `dtype`). Any LLaVA
+        weight that does not find its place raises.
         """
         if isinstance(source, LlavaForConditionalGeneration):
             llava = source
         else:
             llava = LlavaForConditionalGeneration.from_pretrained(source, **(llava_kwargs or {}))
-        config_dict = {k: v for k, v in llava.config.to_dict().items() if k not in {"model_type", "architectures"}}
-        config = AsargConfig(**{**config_dict, **config_overrides})
-
+        config = AsargConfig.from_llava_config(llava.config, **config_overrides)
         with torch.device("meta"):
             model = cls(config)
-        state = dict(llava.state_dict())
-        key = "model.multi_modal_projector.linear_1.weight"
-        old = state[key]
-        grown = old.new_zeros(old.shape[0], old.shape[1] + config.seg_input_width)
-        grown[:, : old.shape[1]] = old
-        state[key] = grown
-        result = model.load_state_dict(state, strict=False, assign=True)
-        missing = [k for k in result.missing_keys if not k.startswith("model.segmenter.")]
-        if missing or result.unexpected_keys:
-            raise ValueError(
-                f"LLaVA weights do not map onto ASaRG: missing {missing}, unexpected {result.unexpected_keys}."
-            )
-        cls._materialise_leftovers(model, llava, old.dtype, old.device)
-        model.generation_config = llava.generation_config
-        return model
-
-    @staticmethod
-    def _materialise_leftovers(model, llava, dtype, device) -> None:
-        # Non-persistent buffers (e.g. rotary inv_freq, position ids) are not in the state dict: take LLaVA's.
-        source_buffers = dict(llava.named_buffers())
-        for name, buffer in list(model.named_buffers()):
-            if buffer.is_meta and name in source_buffers:
-                owner_name, _, attr = name.rpartition(".")
-                model.get_submodule(owner_name)._buffers[attr] = source_buffers[name]
-        if model.model.segmenter is not None:
-            segmenter = build_segmenter(model.config.segmenter_config).to(device=device, dtype=dtype)
-            segmenter.requires_grad_(not model.config.freeze_segmenter)
-            model.model.segmenter = segmenter
+        like = llava.get_input_embeddings().weight
+        state = {**llava.state_dict(), **_new_asarg_weights(model, like)}
+        try:
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as error:
+            raise ValueError(f"LLaVA weights do not map onto ASaRG: {error}") from error
+        _take_non_persistent_buffers(model, llava)
         model.tie_weights()
         still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if still_meta:
             raise RuntimeError(f"from_llava left tensors unset: {still_meta[:5]}")
+        model.generation_config = llava.generation_config
+        return model
+
+
+def _new_asarg_weights(model: AsargForConditionalGeneration, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weights ASaRG adds to LLaVA: zero seg columns and a freshly built (randomly initialised) segmenter."""
+    weights = {}
+    seg_linear = model.model.multi_modal_projector.seg_linear
+    if seg_linear is not None:
+        weights["model.multi_modal_projector.seg_linear.weight"] = like.new_zeros(seg_linear.weight.shape)
+    if model.config.segmenter_config is not None:
+        segmenter = build_segmenter(model.config.segmenter_config).to(device=like.device, dtype=like.dtype)
+        weights.update({f"model.segmenter.{name}": tensor for name, tensor in segmenter.state_dict().items()})
+    return weights
+
+
+def _take_non_persistent_buffers(model: nn.Module, llava: nn.Module) -> None:
+    """Non-persistent buffers (rotary `inv_freq`, position ids) are in no state dict: take the LLaVA model's."""
+    source = dict(llava.named_buffers())
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta and name in source:
+            owner, _, attribute = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attribute, source[name], persistent=False)
+
+
+# ASaRG's own config fields (not LLaVA's): from_pretrained reads them as the seg setup of a model grown from LLaVA.
+ASARG_CONFIG_FIELDS = tuple(
+    field.name
+    for field in dataclasses.fields(AsargConfig)
+    if field.name not in {llava_field.name for llava_field in dataclasses.fields(LlavaConfig)}
+)
 
 
 __all__ = [
+    "AsargCxasUNetSegmenter",
     "AsargForConditionalGeneration",
     "AsargModel",
     "AsargMultiModalProjector",
     "AsargPreTrainedModel",
-    "AsargCxasUNetSegmenter",
+    "AsargSegLinear",
     "AsargUNetSegmenter",
     "SEGMENTER_ARCHITECTURES",
     "build_segmenter",

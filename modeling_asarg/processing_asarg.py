@@ -7,18 +7,16 @@ area-pooled to the vision patch grid. Images are padded to a square first (LLaVA
 image, the segmenter image and the masks stay pixel-aligned whatever the aspect ratio.
 
 DICOM is read in the repository's `processing/` package, not here. Hub file: imports only numpy, PIL, torch,
-transformers and the standard library.
+transformers, the standard library and `.configuration_asarg`.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers.feature_extraction_utils import BatchFeature
-from transformers.models.llava.processing_llava import LlavaProcessor
+from transformers import BatchFeature, LlavaProcessor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .configuration_asarg import IMAGENET_MEAN, IMAGENET_STD
 
 # USER/ASSISTANT turns; `{% generation %}` marks what the model must learn (TRL's assistant_only_loss).
 DEFAULT_CHAT_TEMPLATE = (
@@ -37,22 +35,30 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
+def min_max_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Min-max scale one image to 0..255 uint8, as CXAS scales DICOM to [0, 1]; a constant image becomes black.
+
+    Raises `ValueError` on NaN or infinite values.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("The image contains NaN or infinite values.")
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.zeros(values.shape, np.uint8)
+    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
+
+
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     """Deep integer or float images -> uint8. Floats in [0,1] are scaled by 255; anything else is min-max scaled
-    per image (as CXAS does for DICOM), which keeps 12-bit data in a 16-bit container from turning black."""
+    per image (`min_max_to_uint8`), which keeps 12-bit data in a 16-bit container from turning black."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    values = array.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError("The image contains NaN or infinite values.")
-    if np.issubdtype(array.dtype, np.floating) and values.min() >= 0.0 and values.max() <= 1.0:
-        return np.round(values * 255).astype(np.uint8)
-    low, high = values.min(), values.max()
-    if high == low:
-        return np.zeros(array.shape, np.uint8)
-    return np.round((values - low) / (high - low) * 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1:
+        return np.round(array.astype(np.float64) * 255).astype(np.uint8)
+    return min_max_to_uint8(array)
 
 
 def to_rgb_image(image, index: int = 0) -> Image.Image:
@@ -233,4 +239,4 @@ class AsargProcessor(LlavaProcessor):
         return F.adaptive_avg_pool2d(masks[None], grid)[0].numpy()
 
 
-__all__ = ["AsargProcessor", "DEFAULT_CHAT_TEMPLATE", "to_rgb_image", "pad_to_square"]
+__all__ = ["AsargProcessor", "DEFAULT_CHAT_TEMPLATE", "min_max_to_uint8", "pad_to_square", "to_rgb_image"]

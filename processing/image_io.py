@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from modeling_asarg.processing_asarg import min_max_to_uint8
+
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 _PIXEL_DATA_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # A DICOM file without the Part 10 preamble starts with a little-endian tag of group 0x0002 or 0x0008.
@@ -138,10 +140,7 @@ def _scale(values: np.ndarray, name: str) -> np.ndarray:
     """Min-max to 0..255 (as CXAS scales DICOM to [0, 1]); a constant image becomes black."""
     if not np.isfinite(values).all():
         raise ValueError(f"{name}: the pixel data contains NaN or infinite values.")
-    low, high = float(values.min()), float(values.max())
-    if high == low:
-        return np.zeros(values.shape, np.uint8)
-    return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
+    return min_max_to_uint8(values)
 
 
 __all__ = ["DICOM_SUFFIXES", "is_dicom", "load_image"]

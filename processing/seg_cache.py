@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KEY_COLUMN = "seg_cache_keys"
+_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 _MAX_HALF = float(np.finfo(np.float16).max)
 
 
@@ -80,7 +82,7 @@ class SegCache:
         config = self.model.config
         description = {
             "format": FORMAT_VERSION,
-            "segmenter_config": config.segmenter_config,
+            "segmenter_config": config.segmenter_config.to_settings(),
             "activation": config.seg_map_activation,
             "class_indices": config.seg_class_indices,
             "class_groups": config.seg_class_groups,
@@ -120,6 +122,14 @@ class SegCache:
         return digest.hexdigest()
 
     def path_for(self, key: str) -> Path:
+        """The entry file of `key`. Keys come from datasets (`seg_cache_keys`) and an invalid entry is deleted, so
+        anything but a key made by `key_for` (64 lowercase hex digits) is refused: a path such as `../x/model`
+        must never name a file outside the cache."""
+        if not isinstance(key, str) or _KEY_PATTERN.fullmatch(key) is None:
+            raise ValueError(
+                f"{key!r} is not a segmentation cache key: keys are the 64 lowercase hex digits of SegCache.key_for "
+                f"(the `{KEY_COLUMN}` column written by SegCache.add_to_dataset); rebuild that column with the cache."
+            )
         return self.directory / key[:2] / f"{key}.safetensors"
 
     # ---- public API --------------------------------------------------------------------------------------------------
@@ -295,7 +305,10 @@ def _header_metadata(data: bytes) -> dict:
         header = json.loads(data[8 : 8 + length])
     except ValueError as error:
         raise ValueError(f"corrupt header ({error})") from error
-    return header.get("__metadata__") or {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise ValueError("the header is not a safetensors header with __metadata__")
+    return metadata
 
 
 __all__ = ["FORMAT_VERSION", "KEY_COLUMN", "SegCache", "decode_entry", "encode_entry"]

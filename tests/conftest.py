@@ -38,9 +38,8 @@ def make_asarg(tokenizer):
         torch.manual_seed(seed)
         model = AsargForConditionalGeneration(config).eval()
         if live_seg and config.seg_input_width:
-            linear = model.model.multi_modal_projector.linear_1
             with torch.no_grad():
-                linear.weight[:, linear.first_seg_column :].normal_(0, 0.5)
+                model.model.multi_modal_projector.seg_linear.weight.normal_(0, 0.5)
         return model, tiny_processor(tokenizer, config)
 
     return make

@@ -6,7 +6,7 @@ registered, and `torchvision/_meta_registrations.py` then fails at import time w
 without checking that they exist. Declaring those two op schemas first lets torchvision import; its models
 (`resnet50()`, which is all cxas and torchxrayvision's CXAS U-Net use) work, its C++ ops (nms, roi_align, ...) do
 not. ASaRG itself never imports torchvision (the CXAS-compatible segmenter is pure torch); see
-../shared/reference/components.md §0 and .ci/install_parity.sh.
+.ci/install_parity.sh.
 """
 
 from __future__ import annotations

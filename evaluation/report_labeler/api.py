@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .constants import CHEXPERT_LABELS
+
 LABELERS = ("chexpert-rules", "chexbert")
 
 
@@ -38,4 +40,4 @@ def label_reports(reports, labeler: str = "chexpert-rules", chexbert_path: str |
         rows = CheXbertLabeler(chexbert_path, **kwargs).label_many(reports)
     else:
         raise ValueError(f"Unknown labeler {labeler!r}; choose one of {LABELERS}.")
-    return np.asarray(rows, dtype=float).reshape(len(reports), -1)
+    return np.asarray(rows, dtype=float).reshape(len(reports), len(CHEXPERT_LABELS))

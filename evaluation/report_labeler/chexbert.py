@@ -17,22 +17,7 @@ from pathlib import Path
 from .constants import CHEXPERT_LABELS, NEGATIVE, POSITIVE, UNCERTAIN
 
 # Head order of CheXbert (f1chexbert's CONDITIONS); head 13 is No Finding.
-CHEXBERT_CONDITIONS = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-    "No Finding",
-)
+CHEXBERT_CONDITIONS = (*CHEXPERT_LABELS[1:3], "Lung Opacity", "Lung Lesion", *CHEXPERT_LABELS[5:], "No Finding")
 # Head class index -> labeler value (0 blank, 1 positive, 2 negative, 3 uncertain).
 CLASS_TO_VALUE = (math.nan, POSITIVE, NEGATIVE, UNCERTAIN)
 

@@ -22,6 +22,8 @@ def read_csv_column(path: Path, column: str) -> tuple[list[str], list[dict]]:
         if column not in header:
             raise ValueError(f"{path} has no column {column!r}; its columns are {header}. Pass --column.")
         rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} has a header but no reports: nothing to label.")
     return header, rows
 
 

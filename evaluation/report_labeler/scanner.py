@@ -132,18 +132,7 @@ class MultiScanner:
         can_match = {
             s: [i for i, own in enumerate(prefix_sets) if any(s.startswith(p) for p in own)] for s in prefixes
         }
-        matchers: dict[tuple[int, ...], object] = {}
-        self._at: dict[str | None, dict[str, tuple]] = {}
-        index = {key: i for i, key in enumerate(self.keys)}
-        for part, keys in {None: self.keys, **(parts or {})}.items():
-            wanted = {index[key] for key in keys}
-            table = self._at[part] = {}
-            for s, indices in can_match.items():
-                group = tuple(i for i in indices if i in wanted)
-                if group:
-                    if group not in matchers:
-                        matchers[group] = self._matcher([regexes[i] for i in group])
-                    table[s] = (group, len(group) == 1, matchers[group])
+        self._at = self._prefix_tables(can_match, regexes, {None: self.keys, **(parts or {})})
         # Candidate positions. Word starts are found from the non-word character before them, which the regex engine
         # can skip to (position 0 is checked on its own); positions of a non-word character, for the patterns that
         # can start with one (",", "."), in a second pass that only a part with such patterns asks for.
@@ -168,6 +157,22 @@ class MultiScanner:
         if other:
             first_chars = "".join(sorted({re.escape(s[0]) for s in other}))
             self._other = re.compile(rf"[{first_chars}](?<=(?=({trie_regex(other)}))[\s\S])")
+
+    def _prefix_tables(self, can_match, regexes, parts) -> dict[str | None, dict[str, tuple]]:
+        """Per part: prefix -> (pattern indices, single pattern?, matcher), one compiled matcher per index group."""
+        matchers: dict[tuple[int, ...], object] = {}
+        index = {key: i for i, key in enumerate(self.keys)}
+        tables = {}
+        for part, keys in parts.items():
+            wanted = {index[key] for key in keys}
+            table = tables[part] = {}
+            for s, indices in can_match.items():
+                group = tuple(i for i in indices if i in wanted)
+                if group:
+                    if group not in matchers:
+                        matchers[group] = self._matcher([regexes[i] for i in group])
+                    table[s] = (group, len(group) == 1, matchers[group])
+        return tables
 
     @staticmethod
     def _matcher(regexes: list[str]):

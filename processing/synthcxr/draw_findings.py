@@ -365,65 +365,63 @@ def _tube(sc: Scene, pts, width: float, level: int) -> np.ndarray:
 
 
 def device(sc: Scene, rng, kind: str) -> list[Finding]:
-    a, m = sc.a, sc.a.mid
     lvl = int(rng.uniform(120, 200))
-    params, side = {}, None
-    if kind == "ett":
-        tip = a.carina_v - rng.uniform(0.015, 0.08)
-        pts = np.array([[m + 0.004, -0.02], [m, a.apex], [m - 0.003, tip]])
-        mask = _tube(sc, pts, 0.01, lvl)
-        params["tip_above_carina_cm"] = round((a.carina_v - tip) * 39, 1)
-        loc = ["trachea"]
-    elif kind == "ng_tube":
-        cu, cv, _, _ = ana.stomach(a)
-        pts = np.array(
-            [
-                [m + 0.01, -0.02],
-                [m + 0.012, a.carina_v],
-                [m + 0.025, a.dome["left"]],
-                [cu - 0.02, cv + 0.01],
-                [cu + 0.03, cv - 0.005],
-            ]
-        )
-        mask = _tube(sc, pts, 0.006, lvl)
-        loc = ["stomach"]
-    elif kind in ("cvc", "picc"):
-        side = "right" if rng.random() < 0.7 else "left"
-        sg = ana.SIDES[side]
-        tip_v = a.carina_v + rng.uniform(0.0, 0.09)
-        svc = m - a.mediastinum_half * 0.6
-        if kind == "cvc" and rng.random() < 0.6:
-            params["access"] = "internal jugular"
-            pts = [[m + sg * 0.07, -0.02], [m + sg * 0.06, a.clavicle_v + 0.01], [svc, a.apex + 0.09], [svc, tip_v]]
-        else:
-            params["access"] = "subclavian" if kind == "cvc" else "arm"
-            start = 1.3 if kind == "picc" else 0.75
-            lat = m + sg * a.half_width[side] * start
-            pts = [
-                [lat, a.clavicle_v + 0.06],
-                [m + sg * 0.12, a.clavicle_v + 0.035],
-                [svc, a.apex + 0.09],
-                [svc, tip_v],
-            ]
-        mask = _tube(sc, np.array(pts), 0.005, lvl)
-        params["tip"] = "cavoatrial junction" if tip_v > a.carina_v + 0.06 else "mid SVC"
-        loc = ["upper mediastinum"]
-    else:  # pacemaker: generator in the infraclavicular soft tissue, leads to the right atrium and ventricle
-        side = "left" if rng.random() < 0.85 else "right"
-        sg = ana.SIDES[side]
-        gu, gv = m + sg * rng.uniform(0.18, 0.26), a.clavicle_v + rng.uniform(0.05, 0.09)
-        sc.r.polygon(sc.hard_draw, ellipse_pts(gu, gv, 0.035, 0.026, 16, rng.uniform(-0.3, 0.3)), fill=230)
-        heart_c = sc.heart_pts.mean(axis=0)
-        ra = [m - a.mediastinum_half * 0.9, heart_c[1] - 0.03]
-        rv = [heart_c[0] + 0.05, heart_c[1] + 0.06]
-        svc = [m - a.mediastinum_half * 0.6, a.carina_v]
-        mask = _tube(sc, np.array([[gu, gv], [m + sg * 0.08, gv - 0.01], svc, ra]), 0.005, 220)
-        mask |= _tube(sc, np.array([svc, [ra[0] + 0.02, ra[1] - 0.02], rv]), 0.005, 220)
-        img, draw = sc.r.canvas()
-        sc.r.polygon(draw, ellipse_pts(gu, gv, 0.035, 0.026, 16))
-        mask |= to_array(img) > 0
-        loc = ["heart", "upper mediastinum"]
+    draw = {"ett": _ett, "ng_tube": _ng_tube, "cvc": _central_line, "picc": _central_line}.get(kind, _pacemaker)
+    mask, loc, params, side = draw(sc, rng, kind, lvl)
     return [Finding(kind, {"Support Devices": 1}, side, None, loc, params, mask, {})]
+
+
+def _ett(sc: Scene, rng, kind: str, lvl: int):
+    a, m = sc.a, sc.a.mid
+    tip = a.carina_v - rng.uniform(0.015, 0.08)
+    mask = _tube(sc, np.array([[m + 0.004, -0.02], [m, a.apex], [m - 0.003, tip]]), 0.01, lvl)
+    return mask, ["trachea"], {"tip_above_carina_cm": round((a.carina_v - tip) * 39, 1)}, None
+
+
+def _ng_tube(sc: Scene, rng, kind: str, lvl: int):
+    a, m = sc.a, sc.a.mid
+    cu, cv, _, _ = ana.stomach(a)
+    pts = [[m + 0.01, -0.02], [m + 0.012, a.carina_v], [m + 0.025, a.dome["left"]], [cu - 0.02, cv + 0.01]]
+    mask = _tube(sc, np.array([*pts, [cu + 0.03, cv - 0.005]]), 0.006, lvl)
+    return mask, ["stomach"], {}, None
+
+
+def _central_line(sc: Scene, rng, kind: str, lvl: int):
+    """A central venous catheter (jugular or subclavian) or a PICC, its tip in the SVC."""
+    a, m, params = sc.a, sc.a.mid, {}
+    side = "right" if rng.random() < 0.7 else "left"
+    sg = ana.SIDES[side]
+    tip_v = a.carina_v + rng.uniform(0.0, 0.09)
+    svc = m - a.mediastinum_half * 0.6
+    if kind == "cvc" and rng.random() < 0.6:
+        params["access"] = "internal jugular"
+        pts = [[m + sg * 0.07, -0.02], [m + sg * 0.06, a.clavicle_v + 0.01], [svc, a.apex + 0.09], [svc, tip_v]]
+    else:
+        params["access"] = "subclavian" if kind == "cvc" else "arm"
+        lat = m + sg * a.half_width[side] * (1.3 if kind == "picc" else 0.75)
+        pts = [[lat, a.clavicle_v + 0.06], [m + sg * 0.12, a.clavicle_v + 0.035], [svc, a.apex + 0.09], [svc, tip_v]]
+    mask = _tube(sc, np.array(pts), 0.005, lvl)
+    params["tip"] = "cavoatrial junction" if tip_v > a.carina_v + 0.06 else "mid SVC"
+    return mask, ["upper mediastinum"], params, side
+
+
+def _pacemaker(sc: Scene, rng, kind: str, lvl: int):
+    """Generator in the infraclavicular soft tissue, leads to the right atrium and ventricle."""
+    a, m = sc.a, sc.a.mid
+    side = "left" if rng.random() < 0.85 else "right"
+    sg = ana.SIDES[side]
+    gu, gv = m + sg * rng.uniform(0.18, 0.26), a.clavicle_v + rng.uniform(0.05, 0.09)
+    sc.r.polygon(sc.hard_draw, ellipse_pts(gu, gv, 0.035, 0.026, 16, rng.uniform(-0.3, 0.3)), fill=230)
+    heart_c = sc.heart_pts.mean(axis=0)
+    ra = [m - a.mediastinum_half * 0.9, heart_c[1] - 0.03]
+    rv = [heart_c[0] + 0.05, heart_c[1] + 0.06]
+    svc = [m - a.mediastinum_half * 0.6, a.carina_v]
+    mask = _tube(sc, np.array([[gu, gv], [m + sg * 0.08, gv - 0.01], svc, ra]), 0.005, 220)
+    mask |= _tube(sc, np.array([svc, [ra[0] + 0.02, ra[1] - 0.02], rv]), 0.005, 220)
+    img, draw = sc.r.canvas()
+    sc.r.polygon(draw, ellipse_pts(gu, gv, 0.035, 0.026, 16))
+    mask |= to_array(img) > 0
+    return mask, ["heart", "upper mediastinum"], {}, side
 
 
 # --------------------------------------------------------------------------- distractors (not findings)

@@ -72,45 +72,12 @@ def _zip(members: list[tuple[str, tuple[int, int, bytes]]]) -> bytes:
     out, central, offset = [], [], 0
     for name, (crc, size, data) in members:
         fname = name.encode()
-        local = (
-            struct.pack(
-                "<4s5H3L2H",
-                b"PK\x03\x04",
-                _VERSION,
-                0,
-                _DEFLATED,
-                _DOS_TIME,
-                _DOS_DATE,
-                crc,
-                len(data),
-                size,
-                len(fname),
-                0,
-            )
-            + fname
-        )
+        # version needed, flags, method, time, date, crc, compressed size, size, name length: shared by both headers
+        fields = (_VERSION, 0, _DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(data), size, len(fname))
+        local = struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0) + fname
+        made_by = (3 << 8) | _VERSION
         central.append(
-            struct.pack(
-                "<4s6H3L5H2L",
-                b"PK\x01\x02",
-                (3 << 8) | _VERSION,
-                _VERSION,
-                0,
-                _DEFLATED,
-                _DOS_TIME,
-                _DOS_DATE,
-                crc,
-                len(data),
-                size,
-                len(fname),
-                0,
-                0,
-                0,
-                0,
-                _EXTERNAL_ATTR,
-                offset,
-            )
-            + fname
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", made_by, *fields, 0, 0, 0, 0, _EXTERNAL_ATTR, offset) + fname
         )
         out += [local, data]
         offset += len(local) + len(data)

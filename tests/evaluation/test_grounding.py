@@ -40,10 +40,10 @@ def hand_maps() -> torch.Tensor:
 def driven_model(make_asarg):
     """Only channel DRIVER has non-zero projector columns: it alone can change the output."""
     model, processor = make_asarg(live_seg=True, builtin_segmenter=False, use_seg_features=False)
-    linear = model.model.multi_modal_projector.linear_1
+    seg_columns = model.model.multi_modal_projector.seg_linear.weight
     with torch.no_grad():
-        linear.weight[:, linear.first_seg_column :].zero_()
-        linear.weight[:, linear.first_seg_column + DRIVER].normal_(0, 3.0)
+        seg_columns.zero_()
+        seg_columns[:, DRIVER].normal_(0, 3.0)
     return model, processor
 
 

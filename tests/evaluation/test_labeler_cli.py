@@ -4,7 +4,7 @@ import csv
 import json
 
 from asarg.cli import main
-from asarg.evaluation.report_labeler import CHEXPERT_LABELS
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
 
 
 def write_csv(path, header, rows):
@@ -38,6 +38,14 @@ def test_label_reports_a_missing_column(tmp_path, capsys):
     src = write_csv(tmp_path / "r.csv", ["id", "text"], [["1", "x"]])
     assert main(["label", "--input", str(src), "--column", "findings", "--output", str(tmp_path / "o.csv")]) == 2
     assert "no column 'findings'" in capsys.readouterr().err
+
+
+def test_label_reports_a_header_only_csv(tmp_path, capsys):
+    src = tmp_path / "empty.csv"
+    src.write_text("id,findings\n")
+    assert main(["label", "--input", str(src), "--output", str(tmp_path / "out.csv")]) == 2
+    assert "has a header but no reports" in capsys.readouterr().err
+    assert label_reports([]).shape == (0, len(CHEXPERT_LABELS))
 
 
 def test_evaluate_prints_a_table_and_writes_the_chart(tmp_path, capsys):

@@ -255,6 +255,7 @@ def test_unknown_labeler_raises():
         label_reports(["x"], labeler="negbio")
 
 
+@pytest.mark.slow
 def test_labeler_imports_no_torch_or_transformers():
     code = "import sys, asarg.evaluation.report_labeler as l; l.RuleLabeler().label('No effusion.');"
     code += "bad = [m for m in ('torch', 'transformers', 'modeling_asarg') if m in sys.modules]; assert not bad, bad"

@@ -78,10 +78,9 @@ def test_config_errors_name_the_problem():
 
 @pytest.mark.parametrize("reduction", ["max", "mean"])
 def test_model_selects_and_groups_segmenter_maps_at_full_resolution(tokenizer, reduction):
-    base = tiny_asarg_config(tokenizer, seg_map_activation="sigmoid").to_dict()
-    base = {k: v for k, v in base.items() if k not in {"model_type", "architectures"}}
+    base = tiny_asarg_config(tokenizer, seg_map_activation="sigmoid")
     groups = {"num_seg_classes": 2, "seg_class_names": ["left", "right"], "seg_class_groups": [[0, 1], [3]]}
-    config = AsargConfig(**{**base, **groups, "seg_group_reduction": reduction})
+    config = AsargConfig.from_llava_config(base, **groups, seg_group_reduction=reduction)
     assert config.seg_class_names == ["left", "right"] and config.segmenter_config["num_classes"] == 4
     model = AsargForConditionalGeneration(config).eval()
     pixels = torch.randn(2, 3, 32, 32)

@@ -64,6 +64,29 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+def generate_in_fresh_process(folder, prompt: str, tmp_path) -> dict:
+    """Load `folder` with trust_remote_code in a fresh process that cannot import this repository, and generate 6
+    greedy tokens for `xray_like()` and `prompt`: the loaded class names, the processor's outputs and the tokens."""
+    image_path = tmp_path / "xray.png"
+    xray_like().save(image_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = elsewhere / "load.py"
+    script.write_text(FRESH_PROCESS)
+    result_path = elsewhere / "result.json"
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), str(image_path), prompt, str(result_path)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(result_path.read_text())
+
+
 def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_asarg, tmp_path):
     model, processor = make_asarg(live_seg=True)
     folder = tmp_path / "checkpoint"
@@ -82,27 +105,9 @@ def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_as
     processor_config = json.loads((folder / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_asarg.AsargProcessor"
 
-    image_path = tmp_path / "xray.png"
-    xray_like().save(image_path)
     prompt = prompt_for(processor)
     expected = model.generate(**processor(images=xray_like(), text=prompt, return_tensors="pt"), max_new_tokens=6)
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    script = elsewhere / "load.py"
-    script.write_text(FRESH_PROCESS)
-    result_path = elsewhere / "result.json"
-    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(folder), str(image_path), prompt, str(result_path)],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(result_path.read_text())
+    result = generate_in_fresh_process(folder, prompt, tmp_path)
     assert result["module"].startswith("transformers_modules")
     assert (result["config"], result["model"], result["base"], result["processor"]) == (
         "AsargConfig",

@@ -1,4 +1,4 @@
-"""Model contract (DESIGN §3): LLaVA equivalence, from_llava, seg fusion, missing-input behaviour."""
+"""Model contract: LLaVA equivalence, from_llava, seg fusion, missing-input behaviour."""
 
 from __future__ import annotations
 
@@ -43,11 +43,18 @@ def test_seg_off_is_exactly_llava(tokenizer, make_asarg):
 
 def test_fresh_model_has_zero_seg_columns(make_asarg):
     model, _ = make_asarg()
-    linear = model.model.multi_modal_projector.linear_1
-    assert linear.first_seg_column == model.config.vision_config.hidden_size
-    assert linear.weight.shape[1] == linear.first_seg_column + model.config.seg_input_width
-    assert linear.weight[:, linear.first_seg_column :].abs().max() == 0
-    assert linear.weight[:, : linear.first_seg_column].abs().max() > 0
+    projector = model.model.multi_modal_projector
+    assert projector.linear_1.in_features == model.config.vision_config.hidden_size  # LLaVA's shape
+    assert projector.seg_linear.weight.shape == (model.config.text_config.hidden_size, model.config.seg_input_width)
+    assert projector.seg_linear.bias is None
+    assert projector.seg_linear.weight.abs().max() == 0
+    assert projector.linear_1.weight.abs().max() > 0
+
+
+def _grow(source, **overrides):
+    """ASaRG grown from a LLaVA model or checkpoint: maps and features on (K=4, C=8), no built-in segmenter."""
+    seg = dict(use_seg_maps=True, use_seg_features=True, num_seg_classes=4, seg_feature_channels=8)
+    return AsargForConditionalGeneration.from_llava(source, **{**seg, "segmenter_config": None, **overrides})
 
 
 @pytest.fixture
@@ -65,18 +72,10 @@ def test_from_llava_reproduces_logits_then_learns_to_use_seg(make_asarg, saved_l
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         assert any(k.startswith("language_model.") for k in f.keys()), "expected LLaVA's legacy key layout on disk"
 
-    model = AsargForConditionalGeneration.from_llava(
-        path,
-        use_seg_maps=True,
-        use_seg_features=True,
-        num_seg_classes=4,
-        seg_feature_channels=8,
-        segmenter_config=None,
-    ).eval()
+    model = _grow(path).eval()
     assert model.model.segmenter is None
     for name, param in llava.named_parameters():
-        if name != "model.multi_modal_projector.linear_1.weight":
-            assert torch.equal(param, model.get_parameter(name)), f"{name} was not carried over"
+        assert torch.equal(param, model.get_parameter(name)), f"{name} was not carried over"
 
     _, processor = make_asarg(builtin_segmenter=False)
     inputs = _inputs(processor, masks=True)
@@ -91,7 +90,7 @@ def test_from_llava_reproduces_logits_then_learns_to_use_seg(make_asarg, saved_l
     labels = inputs["input_ids"].clone()
     loss = model(**inputs, seg_features=features, labels=labels).loss
     loss.backward()
-    assert model.model.multi_modal_projector.linear_1.weight.grad[:, 32:].abs().sum() > 0
+    assert model.model.multi_modal_projector.seg_linear.weight.grad.abs().sum() > 0
     torch.optim.SGD(model.parameters(), lr=1.0).step()
     model.eval()
     with torch.no_grad():
@@ -104,14 +103,7 @@ def test_from_llava_accepts_an_in_memory_model_and_builds_a_segmenter(tokenizer)
     torch.manual_seed(0)
     llava = LlavaForConditionalGeneration(tiny_llava_config(tokenizer)).eval()
     config = tiny_asarg_config(tokenizer)
-    model = AsargForConditionalGeneration.from_llava(
-        llava,
-        use_seg_maps=True,
-        use_seg_features=False,
-        num_seg_classes=4,
-        seg_feature_channels=8,
-        segmenter_config=config.segmenter_config,
-    )
+    model = _grow(llava, use_seg_features=False, segmenter_config=config.segmenter_config)
     assert isinstance(model.config, AsargConfig) and model.config.use_seg_maps
     assert model.model.segmenter is not None
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
@@ -182,9 +174,8 @@ def test_ablation_arms_share_one_code_path(tokenizer):
     for feats in (False, True):
         for maps in (False, True):
             config = tiny_asarg_config(tokenizer, use_seg_features=feats, use_seg_maps=maps, builtin_segmenter=False)
-            widths[(feats, maps)] = AsargForConditionalGeneration(
-                config
-            ).model.multi_modal_projector.linear_1.in_features
+            projector = AsargForConditionalGeneration(config).model.multi_modal_projector
+            widths[(feats, maps)] = sum(m.in_features for m in (projector.linear_1, projector.seg_linear) if m)
     assert widths == {(False, False): 32, (True, False): 40, (False, True): 36, (True, True): 44}
 
 

@@ -1,4 +1,4 @@
-"""Processor contract (DESIGN §4): image kinds, masks, seg pixels, chat template, and clear errors."""
+"""Processor contract: image kinds, masks, seg pixels, chat template, and clear errors."""
 
 from __future__ import annotations
 

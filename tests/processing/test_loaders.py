@@ -1,15 +1,18 @@
-"""Real-data loaders on tiny fixture trees built here: R2Gen annotation.json, MIMIC-CXR-JPG, JSONL, image folder."""
+"""Real-data loaders on tiny fixture trees built here: R2Gen annotation.json, MIMIC-CXR-JPG, JSONL, image folder;\nthe registry that picks one by format name."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from asarg.processing.loaders import LOADERS, load_dataset_by_format
 from asarg.processing.loaders.common import CHEXPERT, parse_sections
 from asarg.processing.loaders.jsonl import load_image_folder, load_jsonl, read_image_folder, read_jsonl
 from asarg.processing.loaders.mimic_cxr_jpg import load_mimic_cxr_jpg, read_mimic_cxr_jpg
@@ -208,3 +211,31 @@ def test_image_folder(tmp_path):
     _check_trl(dd["train"][0], "Small right effusion.")
     with pytest.raises(ValueError, match="p3.png: missing report"):
         read_image_folder(tmp_path, strict=True)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_registry_loads_by_format_name(r2gen_tree, tmp_path):
+    dd = load_dataset_by_format("r2gen", r2gen_tree / "annotation.json", image_dir=r2gen_tree / "images")
+    assert {s: len(d) for s, d in dd.items()} == {"train": 1, "validation": 1, "test": 1}
+    _img(tmp_path / "img" / "a.png")
+    (tmp_path / "data.jsonl").write_text(json.dumps({"id": "a", "image": "img/a.png", "findings": "Clear."}))
+    assert load_dataset_by_format("jsonl", tmp_path / "data.jsonl", section="findings")["train"][0]["id"] == "a"
+    assert set(LOADERS) == {"synthcxr", "r2gen", "mimic-cxr-jpg", "jsonl", "image-folder"}
+
+
+def test_registry_errors_name_the_formats_and_the_options(r2gen_tree):
+    with pytest.raises(ValueError, match="unknown dataset format 'csv'; the formats are: synthcxr, r2gen, mimic"):
+        load_dataset_by_format("csv", r2gen_tree)
+    with pytest.raises(ValueError, match="'r2gen' .*image_dir"):
+        load_dataset_by_format("r2gen", r2gen_tree / "annotation.json")
+    with pytest.raises(ValueError, match="SynthCXR reports are findings only"):
+        load_dataset_by_format("synthcxr", r2gen_tree, section="findings+impression")
+
+
+@pytest.mark.slow
+def test_the_package_imports_without_datasets():
+    code = "import sys, asarg.processing.loaders; assert 'datasets' not in sys.modules, 'datasets was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

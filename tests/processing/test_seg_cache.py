@@ -56,6 +56,22 @@ def test_one_segmenter_run_per_image_keyed_by_content(make_asarg, tmp_path):
     assert runs == [1, 1]
 
 
+@pytest.mark.parametrize("key_of", [lambda victim: str(victim), lambda victim: f"../{victim.parent.name}/model"])
+def test_a_key_that_is_a_path_is_refused_and_deletes_nothing(make_asarg, tmp_path, key_of):
+    """Keys arrive from datasets and `load` deletes an entry it judges invalid: a key must never name a file
+    outside the cache (an absolute path, or `../other/model`)."""
+    model, processor = make_asarg()
+    cache = SegCache(tmp_path / "runs" / "cache", model, processor)  # "../victim/model" resolves to tmp/victim/model
+    victim = tmp_path / "victim" / "model"
+    victim.parent.mkdir()
+    victim.with_suffix(".safetensors").write_bytes(b"not a cache entry")
+    with pytest.raises(ValueError, match="not a segmentation cache key"):
+        cache.load(key_of(victim))
+    assert victim.with_suffix(".safetensors").read_bytes() == b"not a cache entry"
+    with pytest.raises(ValueError, match="not a segmentation cache key"):
+        cache.load(cache.key_for(xray_like(seed=1)).upper())  # not what key_for makes
+
+
 def test_entries_match_the_models_own_segmentation(make_asarg, tmp_path):
     model, processor = make_asarg()
     image = xray_like(seed=5)
@@ -68,7 +84,7 @@ def test_entries_match_the_models_own_segmentation(make_asarg, tmp_path):
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "flip-payload-byte", "garbage", "empty", "other-image"],
+    ["truncate", "flip-payload-byte", "garbage", "empty", "other-image", "header-not-an-object"],
 )
 def test_corrupt_or_partial_entries_are_recomputed_never_used(make_asarg, tmp_path, damage):
     model, processor = make_asarg()
@@ -85,6 +101,8 @@ def test_corrupt_or_partial_entries_are_recomputed_never_used(make_asarg, tmp_pa
         path.write_bytes(b"not a safetensors file at all")
     elif damage == "empty":
         path.write_bytes(b"")
+    elif damage == "header-not-an-object":  # valid JSON, but a list where safetensors has an object
+        path.write_bytes(len(b"[1, 2]").to_bytes(8, "little") + b"[1, 2]")
     else:  # a valid entry of another image under this image's name
         cache.get_or_compute(other)
         path.write_bytes(cache.path_for(cache.key_for(other)).read_bytes())
@@ -103,9 +121,10 @@ def test_identity_follows_weights_and_class_selection(make_asarg, tmp_path):
     with torch.no_grad():
         next(model.model.segmenter.parameters()).add_(1e-3)
     assert SegCache(tmp_path, model, processor).identity != base.identity
-    config = {k: v for k, v in model.config.to_dict().items() if k not in {"model_type", "architectures"}}
-    config.update(num_seg_classes=2, seg_class_indices=[0, 2], seg_class_names=None)
-    subset = AsargForConditionalGeneration(AsargConfig(**config)).eval()  # 4-class segmenter, projector reads 2
+    config = AsargConfig.from_llava_config(
+        model.config, num_seg_classes=2, seg_class_indices=[0, 2], seg_class_names=None
+    )
+    subset = AsargForConditionalGeneration(config).eval()  # 4-class segmenter, projector reads 2
     cache = SegCache(tmp_path, subset, processor)
     assert cache.identity != base.identity
     assert cache.get_or_compute(xray_like())["seg_maps"].shape == (2, 4, 4)
@@ -169,8 +188,8 @@ def test_sft_trainer_trains_from_the_cache_without_running_the_segmenter(make_as
     seen, segmenter_calls = [], []
     model.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(sorted(kw)), with_kwargs=True)
     model.model.segmenter.register_forward_hook(lambda *_: segmenter_calls.append(1))
-    linear = model.model.multi_modal_projector.linear_1
-    seg_before = linear.weight[:, linear.first_seg_column :].detach().clone()
+    seg_linear = model.model.multi_modal_projector.seg_linear
+    seg_before = seg_linear.weight.detach().clone()
     args = cpu_sft_config(tmp_path)
     trainer = trl.SFTTrainer(
         model=model,
@@ -182,4 +201,4 @@ def test_sft_trainer_trains_from_the_cache_without_running_the_segmenter(make_as
     trainer.train()
     assert seen and "seg_maps" in seen[0] and "seg_pixel_values" not in seen[0]
     assert not segmenter_calls
-    assert not torch.equal(seg_before, linear.weight[:, linear.first_seg_column :])
+    assert not torch.equal(seg_before, seg_linear.weight)

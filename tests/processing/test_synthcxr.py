@@ -283,6 +283,7 @@ def _content_digest(studies) -> str:
 V1_CONTENT_SHA256 = "f796d115c3842c8bc92a38880939f5970c5d677fe5544f12be7fc0cc90634293"
 
 
+@pytest.mark.slow
 @pytest.mark.numpy_baseline
 def test_generator_content_is_frozen():
     """synthcxr-v1 is frozen: the decoded content must never change. If this fails, the generator changed: bump
@@ -295,6 +296,7 @@ def test_generator_content_is_frozen():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.numpy_baseline
 def test_written_files_decode_to_the_frozen_content(tmp_path):
     """The PNG and .npz containers hold exactly the generated arrays (decoded with Pillow and np.load)."""
@@ -314,6 +316,7 @@ def test_written_files_decode_to_the_frozen_content(tmp_path):
     assert _content_digest(decoded) == V1_CONTENT_SHA256
 
 
+@pytest.mark.slow
 @pytest.mark.numpy_baseline
 def test_generator_is_frozen():
     """The file bytes of the first studies: with `test_generator_content_is_frozen` this also pins the containers

@@ -1,6 +1,6 @@
-"""DESIGN §8: the same SFT path runs data-parallel. Two processes under torchrun on CPU (gloo) stay in sync.
+"""The same SFT path runs data-parallel. Two processes under torchrun on CPU (gloo) stay in sync.
 
-(`accelerate launch --cpu --num_processes 2` silently runs ONE process — see hf-stack.md §6 — so torchrun it is.)
+(`accelerate launch --cpu --num_processes 2` silently runs ONE process — accelerate sends --cpu to its simple launcher — so torchrun it is.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ in-process because each fresh interpreter pays ~10 s of imports on the 2-core CI
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import pytest
 from conftest import REPO
 
-pytest.importorskip("trl")
+trl = pytest.importorskip("trl")
 peft = pytest.importorskip("peft")
 
 RECIPE = REPO / "training" / "recipes" / "synthcxr_tiny_cpu.yaml"
@@ -39,9 +40,9 @@ def sft():
     return module
 
 
-def run_recipe(*overrides: str) -> subprocess.CompletedProcess:
+def run_recipe(*overrides: str, script: tuple[str, ...] = (str(SCRIPT),)) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    command = [sys.executable, str(SCRIPT), "--config", str(RECIPE), *overrides]
+    command = [sys.executable, *script, "--config", str(RECIPE), *overrides]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -53,9 +54,11 @@ def run_main(sft, *overrides: str):
 
 @pytest.fixture(scope="module")
 def trained(synthcxr, tmp_path_factory):
-    """The recipe as shipped, two steps, a checkpoint after each (the first half of the resume test)."""
+    """The recipe as shipped, run from the installed package, two steps, a checkpoint after each (the first half of
+    the resume test, which runs the repository's file)."""
     out = tmp_path_factory.mktemp("sft") / "out"
-    run_recipe("--dataset_path", str(synthcxr), "--output_dir", str(out), "--save_steps", "1")
+    overrides = ("--dataset_name", str(synthcxr), "--output_dir", str(out), "--save_steps", "1")
+    run_recipe(*overrides, script=("-m", "asarg.training.sft_asarg"))
     return out
 
 
@@ -68,6 +71,7 @@ def generate(model, processor, image, **seg):
     return out
 
 
+@pytest.mark.slow
 def test_recipe_output_loads_with_auto_classes_and_generates(trained, synthcxr):
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -79,6 +83,7 @@ def test_recipe_output_loads_with_auto_classes_and_generates(trained, synthcxr):
     generate(model, processor, Image.open(next((synthcxr / "images").iterdir())))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_latest_checkpoint(trained, synthcxr):
     # Mark the step-2 checkpoint's history: a resumed run carries it on, a fresh run (same seed, same losses) not.
     state_file = trained / "checkpoint-2" / "trainer_state.json"
@@ -87,7 +92,7 @@ def test_resume_continues_from_the_latest_checkpoint(trained, synthcxr):
     state_file.write_text(json.dumps(state))
 
     run_recipe(
-        "--dataset_path",
+        "--dataset_name",
         str(synthcxr),
         "--output_dir",
         str(trained),
@@ -107,14 +112,14 @@ def test_resume_continues_from_the_latest_checkpoint(trained, synthcxr):
 def test_remove_unused_columns_true_is_rejected(sft, synthcxr, tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=True would drop the seg columns"):
         run_main(
-            sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--remove_unused_columns", "true"
+            sft, "--dataset_name", str(synthcxr), "--output_dir", str(tmp_path), "--remove_unused_columns", "true"
         )
 
 
 def test_resume_true_without_checkpoint_is_a_clear_error(sft, synthcxr, tmp_path):
     with pytest.raises(ValueError, match="holds no checkpoint"):
         run_main(
-            sft, "--dataset_path", str(synthcxr), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true"
+            sft, "--dataset_name", str(synthcxr), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true"
         )
 
 
@@ -124,7 +129,7 @@ def test_segmenterless_arm_trains_from_the_seg_cache(sft, synthcxr, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     trainer = run_main(
         sft,
-        "--dataset_path",
+        "--dataset_name",
         str(synthcxr),
         "--output_dir",
         str(out),
@@ -153,7 +158,7 @@ def test_lora_arm_saves_an_adapter_that_reloads_on_its_base(sft, synthcxr, tmp_p
     out = tmp_path / "out"
     run_main(
         sft,
-        "--dataset_path",
+        "--dataset_name",
         str(synthcxr),
         "--output_dir",
         str(out),
@@ -184,7 +189,7 @@ def test_lora_target_outside_the_language_model_is_rejected(sft, synthcxr, tmp_p
     with pytest.raises(ValueError, match="language-model modules only"):
         run_main(
             sft,
-            "--dataset_path",
+            "--dataset_name",
             str(synthcxr),
             "--output_dir",
             str(tmp_path),
@@ -204,3 +209,54 @@ def test_paper_scale_recipes_parse(sft, recipe):
         ["--config", str(config), "--tf32", "false", "--bf16", "false"]
     )
     assert script.dataset_format == "r2gen" and model.segmenter == "cxas" and not training.remove_unused_columns
+    # LoRA, when on, is confined to the language model by a regex and the projector is fully trained.
+    lora = trl.get_peft_config(dataclasses.replace(model, use_peft=True))
+    assert lora.target_modules.startswith(".*language_model") and lora.modules_to_save == ["multi_modal_projector"]
+
+
+def test_segmenter_defaults_are_the_model_configs(sft):
+    from modeling_asarg import AsargConfig
+
+    args = sft.AsargModelConfig()
+    assert (args.num_seg_classes, args.seg_feature_channels) == (
+        AsargConfig.num_seg_classes,
+        AsargConfig.seg_feature_channels,
+    )
+
+
+@pytest.fixture(scope="module")
+def llava_checkpoint(tmp_path_factory):
+    """A tiny LLaVA checkpoint (model + LlavaProcessor) on disk, as `llava-hf/llava-1.5-7b-hf` would be."""
+    import torch
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    from asarg.tiny import tiny_llava_config, tiny_processor, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_llava_config(tokenizer)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("llava")
+    LlavaForConditionalGeneration(config).save_pretrained(path)
+    template = tiny_processor(tokenizer, config)
+    LlavaProcessor(
+        image_processor=template.image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=template.chat_template,
+    ).save_pretrained(path)
+    return path
+
+
+def test_a_llava_checkpoint_grows_into_asarg_with_the_recipes_segmenter(sft, synthcxr, llava_checkpoint, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "out"
+    overrides = ["--model_name_or_path", str(llava_checkpoint), "--use_seg_maps", "false"]
+    run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), "--max_steps", "1", *overrides)
+    model = AutoModelForImageTextToText.from_pretrained(out, trust_remote_code=True)
+    assert model.config.use_seg_features and not model.config.use_seg_maps
+    # The recipe's small U-Net (num_seg_classes 4, seg_feature_channels 8), not the config's CXAS-sized default.
+    assert (model.config.segmenter_config["num_classes"], model.config.segmenter_config["feature_channels"]) == (4, 8)
+    assert model.model.multi_modal_projector.seg_linear.in_features == 8  # the seg columns: C = 8 features

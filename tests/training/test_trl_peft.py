@@ -32,8 +32,8 @@ def _dataset(n: int = 4):
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "grad-checkpointing"])
 def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path, checkpointing):
     model, processor = make_asarg()
-    linear = model.model.multi_modal_projector.linear_1
-    seg_before = linear.weight[:, linear.first_seg_column :].detach().clone()
+    seg_linear = model.model.multi_modal_projector.seg_linear
+    seg_before = seg_linear.weight.detach().clone()
     seen = []
     model.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(sorted(kw)), with_kwargs=True)
 
@@ -43,7 +43,7 @@ def test_sft_trainer_step_reaches_the_seg_columns(make_asarg, tmp_path, checkpoi
 
     assert seen and "seg_pixel_values" in seen[0], f"the base model got {seen[:1]}"
     assert trainer.state.log_history[0]["loss"] > 0
-    assert not torch.equal(linear.weight[:, linear.first_seg_column :], seg_before), "seg columns did not train"
+    assert not torch.equal(seg_linear.weight, seg_before), "seg columns did not train"
 
 
 def test_lora_on_the_language_model_with_trainable_projector_saves_reloads_generates(make_asarg, tmp_path):
@@ -71,6 +71,7 @@ def test_lora_on_the_language_model_with_trainable_projector_saves_reloads_gener
     trainable = {n for n, p in tuned.named_parameters() if p.requires_grad}
     assert any("lora_A" in n and "language_model" in n for n in trainable)
     assert any("multi_modal_projector.modules_to_save" in n and "linear_1.weight" in n for n in trainable)
+    assert any("multi_modal_projector.modules_to_save" in n and "seg_linear.weight" in n for n in trainable)
     assert not any("vision_tower" in n for n in trainable)
 
     adapter_dir = tmp_path / "adapter"

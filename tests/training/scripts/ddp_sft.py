@@ -1,25 +1,26 @@
-"""Worker for tests/test_ddp.py: two SFT steps of a tiny ASaRG under torchrun (gloo on CPU); each rank writes the
+"""Worker for tests/training/test_ddp.py: two SFT steps of a tiny ASaRG under torchrun (gloo on CPU); each rank writes the
 checksum of its projector's seg columns so the test can check that DDP kept the replicas in sync."""
 
 import json
 import os
 import sys
+from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import trl
-from PIL import Image
 
 from asarg.tiny import tiny_asarg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the suite's shared helpers
+from conftest import cpu_sft_config, xray_like  # noqa: E402
 
 
 def main(out_dir: str) -> None:
     model, processor = tiny_asarg(seed=0)  # same seed on every rank: identical replicas before training
-    rng = np.random.default_rng(0)
     rows = [
         {
-            "images": [Image.fromarray((rng.random((40, 30)) * 255).astype(np.uint8))],
+            "images": [xray_like(seed=i)],
             "messages": [
                 {"role": "user", "content": "Findings?"},
                 {"role": "assistant", "content": ["Mild cardiomegaly.", "The lungs are clear."][i % 2]},
@@ -27,31 +28,19 @@ def main(out_dir: str) -> None:
         }
         for i in range(8)
     ]
-    args = trl.SFTConfig(
-        output_dir=out_dir,
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        remove_unused_columns=False,
-        bf16=False,
-        use_cpu=True,
-        max_length=None,
-        report_to=[],
-        save_strategy="no",
-        gradient_checkpointing=False,
-    )
+    args = cpu_sft_config(Path(out_dir), max_steps=2)
     trainer = trl.SFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=processor
     )
     trainer.train()
-    linear = model.model.multi_modal_projector.linear_1
+    seg_columns = model.model.multi_modal_projector.seg_linear.weight
     rank = int(os.environ["RANK"])
     result = {
         "rank": rank,
         "world_size": trainer.args.world_size,
         "distributed_type": str(trainer.accelerator.distributed_type),
-        "seg_checksum": float(linear.weight[:, linear.first_seg_column :].double().sum()),
-        "seg_abs": float(linear.weight[:, linear.first_seg_column :].abs().sum()),
+        "seg_checksum": float(seg_columns.double().sum()),
+        "seg_abs": float(seg_columns.abs().sum()),
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(result, handle)
