@@ -9,16 +9,30 @@ The definition is explicit and echoed in every result, because CE numbers in the
   Pleural Effusion).
 Blank (not mentioned) and negative are always 0. Default = the R2Gen convention: chexpert-rules, uncertain
 negative, 14 labels.
+
+Both labelers read English only. A report they cannot read (not blank, but fewer than half of its letters are
+English-alphabet letters, e.g. Chinese text; see `report_labeler.unreadable_reports`) comes out as a report without
+findings, so two unreadable reports always agree: every result counts them (`unreadable`) and a warning names the
+first ones. Blank reports are readable (they state nothing).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from asarg.evaluation.report_labeler import CHEXPERT_5_LABELS, CHEXPERT_LABELS, label_reports, validate_reports
+from asarg.evaluation.report_labeler import (
+    CHEXPERT_5_LABELS,
+    CHEXPERT_LABELS,
+    label_reports,
+    unreadable_reports,
+    validate_reports,
+)
 from asarg.evaluation.report_labeler.api import LABELERS
+
+logger = logging.getLogger(__name__)
 
 UNCERTAIN_CHOICES = ("negative", "positive")
 LABEL_SET_CHOICES = (14, 5)
@@ -112,7 +126,8 @@ def ce_scores(pred: np.ndarray, ref: np.ndarray, label_names) -> dict:
     return out
 
 
-def check_pair(predictions, references) -> tuple[list[str], list[str]]:
+def validate_batch(predictions, references) -> tuple[list[str], list[str]]:
+    """Two lists of report strings of the same length (possibly empty), or a ValueError naming the first bad entry."""
     predictions = validate_reports(predictions, "predictions")
     references = validate_reports(references, "references")
     if len(predictions) != len(references):
@@ -120,6 +135,12 @@ def check_pair(predictions, references) -> tuple[list[str], list[str]]:
             f"Got {len(predictions)} predictions but {len(references)} references; CE compares reports of the same "
             "studies pairwise, so pass one prediction per reference, in the same order."
         )
+    return predictions, references
+
+
+def check_pair(predictions, references) -> tuple[list[str], list[str]]:
+    """`validate_batch`, and at least one pair: what CE is computed over."""
+    predictions, references = validate_batch(predictions, references)
     if not predictions:
         raise ValueError("No reports given: predictions and references are empty.")
     return predictions, references
@@ -147,9 +168,30 @@ def compute_ce(
 ) -> dict:
     """CE scores of `predictions` against `references` (lists of report strings of the same studies)."""
     definition = CEDefinition(labeler=labeler, uncertain=uncertain, labels=int(labels), chexbert_path=chexbert_path)
+    predictions, references = check_pair(predictions, references)
     pred, ref = label_pair(predictions, references, definition)
     out = ce_scores(pred, ref, definition.label_names)
     out["definition"] = definition.describe()
     out["definition_args"] = definition.as_dict()
     out["num_reports"] = int(pred.shape[0])
+    out["unreadable"] = count_unreadable(predictions, references)
     return out
+
+
+def count_unreadable(predictions: list[str], references: list[str]) -> dict[str, int]:
+    """How many reports of each side the labeler cannot read, with a warning that names the first ones."""
+    found = {"predictions": unreadable_reports(predictions), "references": unreadable_reports(references)}
+    if any(found.values()):
+        sides = {"predictions": predictions, "references": references}
+        first = [f"{side}[{i}] {sides[side][i]!r:.40}" for side, indices in found.items() for i in indices[:2]]
+        logger.warning(
+            "CE: the labeler could not read %d of %d predictions and %d of %d references (no English text: another "
+            "script, or no letters), e.g. %s. They are labelled as reports without findings, so they agree with "
+            "each other whatever they say; their scores mean nothing. Translate them or leave them out.",
+            len(found["predictions"]),
+            len(predictions),
+            len(found["references"]),
+            len(references),
+            ", ".join(first),
+        )
+    return {side: len(indices) for side, indices in found.items()}

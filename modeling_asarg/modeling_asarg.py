@@ -402,6 +402,33 @@ class AsargPreTrainedModel(LlavaPreTrainedModel):
         return (model, loading_info) if output_loading_info else model
 
 
+_SEGMENTER_OUTPUT = "the built-in segmenter's {} (computed from `seg_pixel_values`)"
+
+
+def _seg_value_problem(seg_tokens, seg_maps, sources: dict, config) -> str:
+    """What is wrong with the seg values (the error path only: it may cost more reductions and syncs)."""
+    if seg_maps is not None and not torch.isfinite(seg_maps.float()).all():
+        return f"{sources['seg_maps']} contain NaN or infinite values.{_nan_hint(sources['seg_maps'])}"
+    if seg_maps is not None:
+        low, high = (float(v) for v in torch.aminmax(seg_maps.float()))
+        if low < 0 or high > 1:
+            return (
+                f"{sources['seg_maps']} have values in [{low:g}, {high:g}], outside [0, 1]: seg maps are per-class "
+                "coverage fractions / probabilities (binary 0/1 or bool masks, or probabilities). Divide 0-255 "
+                "masks by 255; apply a sigmoid to logits."
+            )
+    width = config.seg_feature_channels if config.use_seg_features else 0
+    if width and not torch.isfinite(seg_tokens[..., :width]).all():
+        return f"{sources['seg_features']} contain NaN or infinite values.{_nan_hint(sources['seg_features'])}"
+    return "The segmentation columns contain NaN or infinite values."
+
+
+def _nan_hint(source: str) -> str:
+    if "seg_pixel_values" in source:
+        return " Check `seg_pixel_values` (and the segmenter's weights) for NaN or infinite values."
+    return " Seg inputs must be finite; check how they were computed or stored."
+
+
 def _pool_to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B,C,h,w) at any resolution -> (B, gh*gw, C) by area averaging (coverage fraction for binary maps)."""
     return F.adaptive_avg_pool2d(x.float(), grid).flatten(2).transpose(1, 2)
@@ -470,10 +497,47 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         logger.warning(message + " Using zeros: the seg columns contribute nothing for this batch.")
 
     def _check_seg_tensor(self, name: str, x: torch.Tensor, channels: int, batch: int) -> None:
+        """Type, dtype and shape of a seg input (no values: those are checked once, in `_check_seg_values`)."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(
+                f"`{name}` must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor (the "
+                "processor gives tensors with return_tensors='pt')."
+            )
+        if x.is_complex() or x.is_quantized:
+            raise ValueError(f"`{name}` has dtype {x.dtype}; give a real (float, integer or bool) tensor.")
         if x.dim() != 4 or x.shape[0] != batch or x.shape[1] != channels:
             raise ValueError(
                 f"`{name}` must have shape (batch={batch}, {channels}, height, width); got {tuple(x.shape)}."
             )
+        if x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"`{name}` has an empty height or width: {tuple(x.shape)}.")
+
+    def _check_seg_pixel_values(self, seg_pixel_values: torch.Tensor, batch: int) -> None:
+        if not isinstance(seg_pixel_values, torch.Tensor):
+            raise ValueError(
+                f"`seg_pixel_values` must be a torch.Tensor, got {type(seg_pixel_values).__name__}; use the "
+                "processor with return_tensors='pt'."
+            )
+        if seg_pixel_values.dim() != 4 or seg_pixel_values.shape[0] != batch:
+            raise ValueError(
+                f"`seg_pixel_values` must have shape (batch={batch}, channels, height, width) like pixel_values; got "
+                f"{tuple(seg_pixel_values.shape)}."
+            )
+
+    def _check_seg_values(self, seg_tokens: torch.Tensor, seg_maps: torch.Tensor | None, sources: dict) -> None:
+        """Non-finite seg columns, or maps outside [0, 1], raise ValueError naming the input.
+
+        One reduction per tensor and a single check, so one device sync per forward; `generate` encodes the images
+        once, at prefill, so decode steps pay nothing. The pooled tokens are checked for NaN/inf (area pooling
+        carries them through) and the raw maps for their range (an average could hide values outside [0, 1]).
+        """
+        ok = torch.isfinite(seg_tokens).all()
+        if seg_maps is not None and seg_maps.dtype != torch.bool:
+            low, high = torch.aminmax(seg_maps)
+            ok = ok & (low >= 0) & (high <= 1)
+        # Skipped while torch.compile traces (a data-dependent branch would break the graph), as LLaVA's own checks.
+        if not torch.compiler.is_compiling() and not bool(ok):
+            raise ValueError(_seg_value_problem(seg_tokens, seg_maps, sources, self.config))
 
     def get_seg_tokens(
         self,
@@ -493,7 +557,12 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
         need_maps = config.use_seg_maps and seg_maps is None
         need_features = config.use_seg_features and seg_features is None
+        sources = {  # where each input comes from, for the message of a bad value
+            "seg_maps": "`seg_maps`" if seg_maps is not None else _SEGMENTER_OUTPUT.format("maps"),
+            "seg_features": "`seg_features`" if seg_features is not None else _SEGMENTER_OUTPUT.format("features"),
+        }
         if (need_maps or need_features) and seg_pixel_values is not None:
+            self._check_seg_pixel_values(seg_pixel_values, batch)
             seg = self.run_segmenter(seg_pixel_values)
             seg_maps = seg["maps"] if seg_maps is None else seg_maps
             seg_features = seg["features"] if seg_features is None else seg_features
@@ -508,7 +577,9 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         if config.use_seg_maps:
             self._check_seg_tensor("seg_maps", seg_maps, config.num_seg_classes, batch)
             columns.append(_pool_to_grid(seg_maps, grid))
-        return torch.cat(columns, dim=-1)
+        seg_tokens = torch.cat(columns, dim=-1)
+        self._check_seg_values(seg_tokens, seg_maps if config.use_seg_maps else None, sources)
+        return seg_tokens
 
     # ---- vision + seg -> projected image tokens ---------------------------------------------------------------------
 
@@ -528,6 +599,36 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
                 f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
             )
         return seg_tokens
+
+    def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
+        """LLaVA's, with a message that counts image tokens against image features (LLaVA's counts feature elements)
+        and says how to build a prompt with the right number of image tokens."""
+        try:
+            return super().get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
+        except ValueError as error:
+            raise ValueError(self._image_token_mismatch(input_ids, inputs_embeds, image_features)) from error
+
+    def _image_token_mismatch(self, input_ids, inputs_embeds, image_features) -> str:
+        token_id = self.config.image_token_id
+        if input_ids is not None:
+            tokens = int((input_ids == token_id).sum())
+        else:
+            image_embedding = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+            tokens = int((inputs_embeds == image_embedding).all(-1).sum())
+        vision = self.config.vision_config
+        per_image = (vision.image_size // vision.patch_size) ** 2
+        per_image += self.config.vision_feature_select_strategy == "full"  # CLS kept
+        features = image_features.shape[0]
+        count = str(features)
+        if features % per_image == 0:
+            count = f"{features // per_image} image(s) x {per_image} tokens per image = {features}"
+        return (
+            f"The text has {tokens} image tokens (id {token_id}) but pixel_values give {count} image features; each "
+            f"image needs exactly {per_image} image tokens in the text, in order. Build the inputs with the "
+            "processor, `processor(images=..., text=prompt)`, where the prompt holds one image placeholder per image "
+            '(e.g. from `processor.apply_chat_template` with a {"type": "image"} part): it expands each placeholder to '
+            "the image tokens. Without images, do not pass pixel_values."
+        )
 
     @can_return_tuple
     def get_image_features(
@@ -614,9 +715,11 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             seg_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, seg_image_size, seg_image_size)`, *optional*):
                 Images for the built-in segmenter (from `AsargProcessor`); it runs for the maps or features not given.
             seg_maps (`torch.FloatTensor` of shape `(batch_size, num_seg_classes, height, width)`, *optional*):
-                Precomputed segmentation maps in [0, 1], at any resolution (area-pooled to the vision patch grid).
+                Precomputed segmentation maps: per-class coverage in [0, 1] (float, or bool / integer 0-1 masks), at
+                any resolution (area-pooled to the vision patch grid). Values outside [0, 1], NaN or inf raise.
             seg_features (`torch.FloatTensor` of shape `(batch_size, seg_feature_channels, height, width)`, *optional*):
-                Precomputed segmenter features, at any resolution (area-pooled to the vision patch grid).
+                Precomputed segmenter features, at any resolution (area-pooled to the vision patch grid); NaN or
+                inf raise.
 
         The other arguments are `LlavaModel.forward`'s; `kwargs` (e.g. `output_attentions`) reach the vision tower too.
         """

@@ -1,6 +1,7 @@
 """ASaRG processor: LLaVA's processor plus segmenter input and user-supplied anatomy masks.
 
-From PIL or numpy images (8/16-bit, grayscale/RGB/RGBA) and text it builds every model input:
+From PIL, numpy or torch images (8/16-bit, grayscale/RGB/RGBA; arrays channel-last, or channel-first C x H x W,
+which is transposed) and text it builds every model input:
 `input_ids`, `attention_mask`, `pixel_values` (vision tower), `seg_pixel_values` (built-in segmenter: ImageNet
 normalisation as CXAS uses, at `seg_image_size`) and, when `segmentation_maps=` is given, `seg_maps` already
 area-pooled to the vision patch grid. Images are padded to a square first (LLaVA-1.5's "pad" mode), so the vision
@@ -49,6 +50,9 @@ def min_max_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round((values - low) / (high - low) * 255.0).astype(np.uint8)
 
 
+_CHANNELS = (1, 3, 4)  # grayscale, RGB, RGBA
+
+
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
     """Deep integer or float images -> uint8. Floats in [0,1] are scaled by 255; anything else is min-max scaled
     per image (`min_max_to_uint8`), which keeps 12-bit data in a 16-bit container from turning black."""
@@ -62,27 +66,45 @@ def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def to_rgb_image(image, index: int = 0) -> Image.Image:
-    """One input image (PIL or numpy, any bit depth, L/RGB/RGBA) as an 8-bit RGB PIL image."""
+    """One input image (PIL, numpy or torch; any bit depth; L/RGB/RGBA) as an 8-bit RGB PIL image.
+
+    Arrays are H x W or H x W x C; a channel-first C x H x W array (C in 1, 3, 4 first and the last dimension not
+    in 1, 3, 4: torch's and many readers' layout) is transposed to channel-last. A torch tensor is read as an array.
+    """
     if isinstance(image, Image.Image):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"images[{index}] is empty ({image.width}x{image.height} pixels).")
         if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
             return Image.fromarray(_scale_to_uint8(np.asarray(image))).convert("RGB")
         return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = (image.float() if image.is_floating_point() else image).numpy()  # numpy has no bfloat16
     if isinstance(image, np.ndarray):
-        if image.size == 0:
-            raise ValueError(f"images[{index}] is an empty array of shape {image.shape}.")
-        if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
-            image = image[..., :3] if image.shape[-1] != 1 else image[..., 0]
-        if image.ndim not in (2, 3):
-            raise ValueError(
-                f"images[{index}] has shape {image.shape}; expected H x W (grayscale) or H x W x C with C in 1, 3, 4."
-            )
-        return Image.fromarray(_scale_to_uint8(image)).convert("RGB")
+        return Image.fromarray(_scale_to_uint8(_channel_last(image, index))).convert("RGB")
     raise ValueError(
-        f"images[{index}] is a {type(image).__name__}; expected a PIL.Image.Image or a numpy array (H x W or "
-        "H x W x C). Read files with PIL.Image.open, or DICOM with `asarg.processing.image_io.load_image`."
+        f"images[{index}] is a {type(image).__name__}; expected a PIL.Image.Image, a numpy array or a torch tensor "
+        "(H x W, H x W x C or C x H x W). Read files with PIL.Image.open, or DICOM with "
+        "`asarg.processing.image_io.load_image`."
     )
+
+
+def _channel_last(image: np.ndarray, index: int) -> np.ndarray:
+    """A real-valued H x W or H x W x 3 array (RGBA loses alpha, one channel becomes H x W)."""
+    if image.size == 0:
+        raise ValueError(f"images[{index}] is an empty array of shape {image.shape}.")
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
+        raise ValueError(f"images[{index}] has dtype {image.dtype}; expected integer, float or bool pixels.")
+    if image.ndim == 3 and image.shape[0] in _CHANNELS and image.shape[-1] not in _CHANNELS:
+        image = image.transpose(1, 2, 0)
+    if image.ndim == 3 and image.shape[-1] in _CHANNELS:
+        image = image[..., :3] if image.shape[-1] != 1 else image[..., 0]
+    if image.ndim not in (2, 3):
+        raise ValueError(
+            f"images[{index}] has shape {image.shape}; expected H x W (grayscale), H x W x C or C x H x W with C in "
+            "1, 3, 4."
+        )
+    return image
 
 
 def _pad_box(width: int, height: int) -> tuple[int, int, int]:
@@ -210,12 +232,20 @@ class AsargProcessor(LlavaProcessor):
         )
         if len(stacks) != len(images):
             raise ValueError(f"Got {len(stacks)} mask stacks for {len(images)} images; give exactly one per image.")
-        return np.stack(
-            [self._pool_one(stack, image, i, grid) for i, (stack, image) in enumerate(zip(stacks, images))]
-        )
+        pooled = [self._pool_one(stack, image, i, grid) for i, (stack, image) in enumerate(zip(stacks, images))]
+        classes = [stack.shape[0] for stack in pooled]
+        if len(set(classes)) > 1:  # only possible without num_seg_classes, which checks each stack on its own
+            raise ValueError(
+                f"segmentation_maps have {classes} classes per image; every image needs the same K classes, in the "
+                "model's class order."
+            )
+        return np.stack(pooled)
 
     def _pool_one(self, stack, image: Image.Image, index: int, grid: tuple[int, int]) -> np.ndarray:
-        masks = torch.as_tensor(np.asarray(stack)).float()
+        array = stack.detach().cpu().numpy() if isinstance(stack, torch.Tensor) else np.asarray(stack)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+            raise ValueError(f"segmentation_maps[{index}] has dtype {array.dtype}; expected float, integer or bool.")
+        masks = torch.as_tensor(array).float()
         if masks.dim() != 3:
             raise ValueError(f"segmentation_maps[{index}] has shape {tuple(masks.shape)}; expected K x H x W.")
         if self.num_seg_classes is not None and masks.shape[0] != self.num_seg_classes:
@@ -228,9 +258,13 @@ class AsargProcessor(LlavaProcessor):
                 f"segmentation_maps[{index}] is {masks.shape[1]}x{masks.shape[2]} but its image is "
                 f"{image.height}x{image.width}; masks must be at the image's resolution."
             )
+        if not torch.isfinite(masks).all():  # NaN passes any comparison below: checked on its own
+            raise ValueError(f"segmentation_maps[{index}] contains NaN or infinite values; masks must be finite.")
         if masks.numel() and (masks.min() < 0 or masks.max() > 1):
             raise ValueError(
-                f"segmentation_maps[{index}] has values outside [0, 1]; give binary masks or probabilities."
+                f"segmentation_maps[{index}] has values in [{float(masks.min()):g}, {float(masks.max()):g}], outside "
+                "[0, 1]: masks are per-class coverage fractions / probabilities (binary 0/1 or bool masks, or "
+                "probabilities). Divide 0-255 masks by 255."
             )
         if self.pad_to_square:
             side, left, top = _pad_box(image.width, image.height)

@@ -9,8 +9,12 @@ gives exactly the online loss).
 Entries are keyed by the image content (sha256 of the decoded pixels, so the same image read from a PNG, a DICOM or
 a numpy array hits the same entry) inside a folder named by the segmenter identity (sha256 of its weights, config,
 class selection, activation, grid, input transform and storage format): changing any of them never reads stale
-entries. Each entry is one safetensors file written atomically (temporary file + `os.replace`) with a checksum of
-its tensors in the header; a corrupt, partial or mismatched entry is detected on read, discarded and recomputed.
+entries. The identity follows the weights: an in-place change (an optimizer step, `load_state_dict`) is seen through
+torch's version counters at the next call and the weights are hashed again (`SegCache.refresh_identity`). The
+segmenter must be frozen (no gradients) and always runs in eval mode here, so an entry depends on its image only,
+never on the rest of its batch (BatchNorm). Each entry is one safetensors file written atomically (temporary file +
+`os.replace`) with a checksum of its tensors in the header; a corrupt, partial or mismatched entry is detected on
+read, discarded and recomputed.
 
 Use it from `datasets`: `dataset = cache.add_to_dataset(dataset)` fills the cache (one batched segmenter pass per
 `batch_size` images, with datasets' progress bar) and adds a `seg_cache_keys` column; the training collator
@@ -26,6 +30,7 @@ import os
 import re
 import struct
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,16 +76,63 @@ class SegCache:
         self.batch_size = batch_size
         vision = self.model.config.vision_config
         self.grid = (vision.image_size // vision.patch_size,) * 2
-        self.identity = self._segmenter_identity()
-        self.directory = Path(cache_dir) / self.identity[:16]
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_description()
+        self.root = _cache_root(cache_dir)
+        _check_frozen(self.model.segmenter)
+        self._fingerprint = None
+        self.refresh_identity()
 
     # ---- identity and keys -------------------------------------------------------------------------------------------
 
-    def _segmenter_identity(self) -> str:
+    @property
+    def identity(self) -> str:
+        """sha256 of the segmenter's weights and settings, as they are now (see `refresh_identity`)."""
+        self._follow_segmenter()
+        return self._identity
+
+    @property
+    def directory(self) -> Path:
+        """The folder of the current identity's entries, `cache_dir/<identity[:16]>`."""
+        self._follow_segmenter()
+        return self._directory
+
+    def refresh_identity(self) -> str:
+        """Hash the segmenter's weights and settings again; entries then go to (and come from) that identity's folder.
+
+        Called on its own whenever a weight changes through torch (optimizer step, `load_state_dict`, an in-place op,
+        `.to()`): every such change bumps the tensor's version counter or moves its storage, which is what `load`,
+        `ensure` and `identity` compare, cheaply, before each use. Writes that bypass the counters (through `.data`
+        or a numpy view of a weight) are invisible to it: call this method after them."""
+        if self.model.segmenter is None:
+            raise ValueError("The model's segmenter was removed: there are no weights to identify the cache by.")
+        self._fingerprint = self._cheap_fingerprint()
+        self._identity = self._segmenter_identity()
+        self._directory = self.root / self._identity[:16]
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._write_description()
+        return self._identity
+
+    def _follow_segmenter(self) -> None:
+        if self._cheap_fingerprint() != self._fingerprint:
+            old = self._identity
+            if self.refresh_identity() != old:
+                logger.info(
+                    "The segmenter changed: segmentation cache identity %s -> %s.", old[:16], self._identity[:16]
+                )
+
+    def _cheap_fingerprint(self) -> tuple:
+        """What changes when the segmenter's weights or settings do, without reading the weights: each tensor's
+        storage, version counter, dtype and shape, and the settings. Unchanged once the segmenter is gone (the `none`
+        arm strips it after filling the cache): the entries stay readable under the last identity."""
+        segmenter = self.model.segmenter
+        if segmenter is None:
+            return self._fingerprint
+        tensors = [*segmenter.named_parameters(), *segmenter.named_buffers()]
+        state = tuple((name, t.data_ptr(), _version(t), t.dtype, t.shape) for name, t in tensors)
+        return json.dumps(self._settings(), sort_keys=True, default=str), state
+
+    def _settings(self) -> dict:
         config = self.model.config
-        description = {
+        return {
             "format": FORMAT_VERSION,
             "segmenter_config": config.segmenter_config.to_settings(),
             "activation": config.seg_map_activation,
@@ -92,6 +144,9 @@ class SegCache:
             "pad_to_square": self.processor.pad_to_square,
             "quantize": self.quantize,
         }
+
+    def _segmenter_identity(self) -> str:
+        description = self._settings()
         digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.model.segmenter.state_dict().items()):
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -100,9 +155,9 @@ class SegCache:
         return digest.hexdigest()
 
     def _write_description(self) -> None:
-        path = self.directory / "segmenter.json"
+        path = self._directory / "segmenter.json"
         if not path.exists():
-            info = {**self._description, "identity": self.identity}
+            info = {**self._description, "identity": self._identity}
             atomic_write(path, json.dumps(info, indent=2, default=str).encode())
 
     @staticmethod
@@ -122,17 +177,21 @@ class SegCache:
         return digest.hexdigest()
 
     def path_for(self, key: str) -> Path:
-        """The entry file of `key`. Keys come from datasets (`seg_cache_keys`) and an invalid entry is deleted, so
-        anything but a key made by `key_for` (64 lowercase hex digits) is refused: a path such as `../x/model`
-        must never name a file outside the cache."""
+        """The entry file of `key` for the segmenter as it is now."""
+        self._follow_segmenter()
+        return self._path(key)
+
+    def _path(self, key: str) -> Path:
+        # Keys come from datasets (`seg_cache_keys`) and an invalid entry is deleted, so anything but a key made by
+        # `key_for` (64 lowercase hex digits) is refused: a path such as `../x/model` must never name a file outside.
         if not isinstance(key, str) or _KEY_PATTERN.fullmatch(key) is None:
             raise ValueError(
                 f"{key!r} is not a segmentation cache key: keys are the 64 lowercase hex digits of SegCache.key_for "
                 f"(the `{KEY_COLUMN}` column written by SegCache.add_to_dataset); rebuild that column with the cache."
             )
-        return self.directory / key[:2] / f"{key}.safetensors"
+        return self._directory / key[:2] / f"{key}.safetensors"
 
-    # ---- public API --------------------------------------------------------------------------------------------------
+    # ---- public API (each call first checks, cheaply, that the segmenter has not changed) -----------------------------
 
     def get_or_compute(self, image) -> dict[str, np.ndarray]:
         """`{"seg_maps": (K,g,g), "seg_features": (C,g,g)}` float32 for one image, from the cache or computed."""
@@ -145,11 +204,12 @@ class SegCache:
 
     def ensure(self, images: Iterable) -> list[str]:
         """Make sure every image has a valid entry (computing the missing ones in batches); return their keys."""
+        self._follow_segmenter()
         rgbs = [self.as_image(image) for image in images]
         keys = [self.key_for(rgb) for rgb in rgbs]
         missing = {}
         for key, rgb in zip(keys, rgbs):
-            if key not in missing and self.load(key) is None:
+            if key not in missing and self._load(key) is None:
                 missing[key] = rgb
         items = list(missing.items())
         for start in range(0, len(items), self.batch_size):
@@ -160,7 +220,11 @@ class SegCache:
 
     def load(self, key: str) -> dict[str, np.ndarray] | None:
         """The verified entry as float32 arrays, or None when it is missing or invalid (an invalid file is removed)."""
-        path = self.path_for(key)
+        self._follow_segmenter()
+        return self._load(key)
+
+    def _load(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self._path(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -174,6 +238,12 @@ class SegCache:
 
     def add_to_dataset(self, dataset, image_column: str = "images", batch_size: int = 16, **map_kwargs):
         """`dataset.map` that fills the cache and adds `seg_cache_keys` (one key per image of each row)."""
+        columns = getattr(dataset, "column_names", None)  # None for an IterableDataset that does not know them
+        if columns is not None and image_column not in columns:
+            raise ValueError(
+                f"The dataset has no {image_column!r} column (it has {columns}); pass image_column= the column that "
+                "holds the images."
+            )
         fingerprint = hashlib.sha256(
             f"{getattr(dataset, '_fingerprint', '')}:{self.identity}:{image_column}".encode()
         ).hexdigest()
@@ -205,22 +275,30 @@ class SegCache:
 
     @torch.no_grad()
     def _compute(self, rgbs: list[Image.Image]) -> list[dict[str, np.ndarray]]:
+        segmenter = self.model.segmenter
+        if segmenter is None:
+            raise ValueError(
+                "The model's segmenter was removed after this SegCache was built (e.g. the `none` arm), so a missing "
+                "entry cannot be computed; fill the cache (SegCache.add_to_dataset) before removing the segmenter."
+            )
+        _check_frozen(segmenter)
         processor = self.processor
         squared = [pad_to_square(rgb) for rgb in rgbs] if processor.pad_to_square else rgbs
         # The processor's own segmenter transform, so cached and online inputs are the same pixels.
         pixels = torch.from_numpy(np.stack([processor._seg_pixels(image) for image in squared]))
-        seg = self.model.run_segmenter(pixels)
+        with _eval_mode(segmenter):
+            seg = self.model.run_segmenter(pixels)
         # The model's own pooling (`_pool_to_grid` is adaptive_avg_pool2d): pooled once here, identity in the model.
         maps = F.adaptive_avg_pool2d(seg["maps"].float(), self.grid).cpu().numpy()
         features = F.adaptive_avg_pool2d(seg["features"].float(), self.grid).cpu().numpy()
         return [{"seg_maps": m, "seg_features": f} for m, f in zip(maps, features)]
 
     def _load_or_recompute(self, key: str, rgb: Image.Image) -> dict[str, np.ndarray]:
-        entry = self.load(key)
+        entry = self._load(key)
         if entry is None:  # removed or corrupted since `ensure` (e.g. another process): compute it again
             entry = self._compute([rgb])[0]
             self._store(key, entry)
-            entry = self._decode(self.path_for(key).read_bytes(), key)
+            entry = self._decode(self._path(key).read_bytes(), key)
         return entry
 
     # ---- storage ---------------------------------------------------------------------------------------------------
@@ -231,15 +309,58 @@ class SegCache:
             "seg_maps": (config.num_seg_classes, *self.grid),
             "seg_features": (config.seg_feature_channels, *self.grid),
         }
-        return decode_entry(data, {"segmenter": self.identity, "image": key}, shapes)
+        return decode_entry(data, {"segmenter": self._identity, "image": key}, shapes)
 
     def _store(self, key: str, entry: dict[str, np.ndarray]) -> None:
-        path = self.path_for(key)
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, encode_entry(entry, {"segmenter": self.identity, "image": key}, self.quantize))
+        atomic_write(path, encode_entry(entry, {"segmenter": self._identity, "image": key}, self.quantize))
 
     def entry_bytes(self, key: str) -> int:
         return self.path_for(key).stat().st_size
+
+
+def _cache_root(cache_dir) -> Path:
+    """`cache_dir` as a folder, created if missing; a clear error when the path is taken by something else."""
+    root = Path(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"cache_dir {str(root)!r} exists and is not a folder; give a folder (it is created when missing)."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _check_frozen(segmenter: torch.nn.Module) -> None:
+    """A cache holds one output per image: a segmenter that is being trained would make every entry stale."""
+    if any(p.requires_grad for p in segmenter.parameters()):
+        raise ValueError(
+            "SegCache needs a frozen segmenter, but its weights require gradients (freeze_segmenter=False?): training "
+            "would change its outputs and every cached entry would go stale. Freeze it (config.freeze_segmenter=True "
+            "when the model is built, or model.model.segmenter.requires_grad_(False)), or run it online (no cache)."
+        )
+
+
+@contextmanager
+def _eval_mode(segmenter: torch.nn.Module):
+    """Run in eval mode, then give every submodule its own mode back. In train mode BatchNorm would normalise with
+    the batch's statistics, so an entry would depend on which images it was computed with (and the running
+    statistics would drift); eval mode is also how the frozen segmenter runs inside ASaRG (`AsargModel.train`)."""
+    modes = [(module, module.training) for module in segmenter.modules()]
+    segmenter.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's version counter (bumped by every in-place change); inference tensors have none."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
 
 
 def encode_entry(entry: dict[str, np.ndarray], labels: dict[str, str], quantize: bool = True) -> bytes:

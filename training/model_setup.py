@@ -7,6 +7,7 @@ import logging
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from asarg.processing.checkpoints import load_model as load_checked_model
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor, cxas_seg_config, default_segmenter_config
 
 logger = logging.getLogger("asarg.sft")
@@ -57,7 +58,7 @@ def _build(args):
     kwargs = {"revision": revision, "dtype": args.dtype, "attn_implementation": args.attn_implementation}
     model_type = AutoConfig.from_pretrained(source, revision=revision).model_type
     if model_type == "asarg":
-        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        model = load_checked_model(source, AutoModelForImageTextToText, **kwargs)  # names a damaged file
         check_arm(args, model.config)
         return model, AutoProcessor.from_pretrained(source, revision=revision), True
     if model_type != "llava":

@@ -12,15 +12,16 @@ be overridden on the command line (`--dataset_name DIR --output_dir OUT --max_st
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import os
 from dataclasses import dataclass, field
 
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
+from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from asarg.training.model_setup import SEGMENTERS, check_lora_targets, load_model, strip_segmenter
 from modeling_asarg import AsargConfig
 
@@ -38,6 +39,10 @@ class AsargScriptArguments(ScriptArguments):
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     seg_cache_dir: str | None = field(default=None, metadata={"help": "Run the segmenter once per image into it."})
+    strict: bool = field(
+        default=False,
+        metadata={"help": "Raise on the first unusable record (missing or broken image, ...) instead of skipping it."},
+    )
 
 
 @dataclass
@@ -58,22 +63,23 @@ class AsargModelConfig(ModelConfig):
 def split(data, name: str, limit: int | None):
     if name not in data:
         raise ValueError(f"split {name!r} not in the dataset (it has {list(data)})")
-    ds = data[name].select(range(min(limit, len(data[name])))) if limit else data[name]
+    ds = data[name].select(range(min(limit, len(data[name])))) if limit is not None else data[name]
     # Only what the collator reads: remove_unused_columns=False switches TRL's column filter off.
     return ds.select_columns(["images", "messages"])
 
 
-def resume_target(value: str | None, output_dir: str) -> str | None:
-    """SFTConfig.resume_from_checkpoint: None/false = fresh, true = the latest checkpoint in output_dir (found here,
-    before any model is loaded), else a checkpoint path."""
+def resume_target(value: str | None, output_dir: str, save_only_model: bool = False) -> str | None:
+    """SFTConfig.resume_from_checkpoint: None/false = fresh, true = the newest *complete* checkpoint in output_dir
+    (a newer one cut off by a crash is skipped with a warning), else a checkpoint path, which must be complete.
+    Found here, before any model is loaded, so a bad choice costs seconds, not a model load."""
     if str(value).lower() in ("none", "false"):
         return None
-    if str(value).lower() != "true":
-        return value
-    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    if last is None:
-        raise ValueError(f"resume_from_checkpoint=true but {output_dir} holds no checkpoint-* folder")
-    return last
+    if str(value).lower() == "true":
+        return latest_complete_checkpoint(output_dir, save_only_model)
+    problem = checkpoint_problem(value, save_only_model)
+    if problem:
+        raise ValueError(f"resume_from_checkpoint={value} cannot be resumed from: {problem}")
+    return value
 
 
 def with_seg_cache(cache_dir, model, processor, training_args, train, evals):
@@ -101,12 +107,28 @@ def check_arguments(script_args, training_args, model_args) -> None:
         raise ValueError("quantised loading is not supported: the projector grows and the segmenter runs in full")
     if not script_args.dataset_name:
         raise ValueError(f"dataset_name is required: the path of a dataset in one of the formats {list(LOADERS)}")
+    check_counts(script_args, training_args)
+    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
+        raise ValueError(f"output_dir={training_args.output_dir} is a file; give a folder (new or a run's own)")
+
+
+def check_counts(script_args, training_args) -> None:
+    """Counts whose 0 the libraries read as 'no limit' or 'one step': here they are errors, before any model loads."""
+    if training_args.max_steps == 0:
+        raise ValueError(
+            "max_steps=0 would still run a training step and save the model as trained; give a positive number "
+            "of steps, or -1 to train num_train_epochs epochs"
+        )
+    for name in ("max_train_samples", "max_eval_samples"):
+        value = getattr(script_args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name}={value} would use every sample (0 reads as 'no limit'); give a positive number")
 
 
 def load_splits(script_args: AsargScriptArguments, evaluate: bool):
     options = {"section": script_args.report_section, "prompt": script_args.prompt}
     options |= {"image_dir": script_args.image_dir, "reports_dir": script_args.reports_dir}
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None} | ({"strict": True} if script_args.strict else {})
     data = load_dataset_by_format(script_args.dataset_format, script_args.dataset_name, **options)
     train = split(data, script_args.dataset_train_split, script_args.max_train_samples)
     return train, split(data, script_args.dataset_test_split, script_args.max_eval_samples) if evaluate else None
@@ -114,7 +136,9 @@ def load_splits(script_args: AsargScriptArguments, evaluate: bool):
 
 def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args: AsargModelConfig) -> SFTTrainer:
     check_arguments(script_args, training_args, model_args)
-    resume = resume_target(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = resume_target(
+        training_args.resume_from_checkpoint, training_args.output_dir, training_args.save_only_model
+    )
     set_seed(training_args.seed)  # the random parts (tiny model, a grown segmenter) must match on resume and ranks
 
     model, processor, on_disk = load_model(model_args)
@@ -147,8 +171,42 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
     return trainer
 
 
+class RecipeParser(TrlParser):
+    """TrlParser whose unknown keys, in the YAML or on the command line, are an error naming each key and the closest
+    valid one. TRL's own message names the key only, and only after every dataclass is built, so an unrelated
+    __post_init__ error (bf16 on a CPU, ...) can hide the typo."""
+
+    def known_keys(self) -> list[str]:
+        return sorted({a.dest for a in self._actions if a.option_strings and a.dest != "help"})
+
+    def unknown_keys_error(self, keys: list[str], where: str) -> ValueError:
+        known = self.known_keys()
+        named = []
+        for key in keys:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return ValueError(
+            f"unknown {where} key(s): {', '.join(named)}; fix the spelling or remove the key "
+            "(`python training/sft_asarg.py --help` lists every valid one)"
+        )
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        known = set(self.known_keys())
+        unknown = [key for key in kwargs if key not in known]
+        if unknown:
+            raise self.unknown_keys_error(unknown, "recipe (YAML)")
+        return super().set_defaults_with_config(**kwargs)
+
+    def parse_args_into_dataclasses(self, args=None, **kwargs):
+        _, rest = self.parse_known_args(args)
+        unknown = [a[2:].split("=")[0] for a in rest if a.startswith("--")]
+        if unknown and not kwargs.get("return_remaining_strings"):
+            raise self.unknown_keys_error(unknown, "command-line")
+        return super().parse_args_into_dataclasses(args=args, **kwargs)
+
+
 def make_parser() -> TrlParser:
-    parser = TrlParser((AsargScriptArguments, SFTConfig, AsargModelConfig))
+    parser = RecipeParser((AsargScriptArguments, SFTConfig, AsargModelConfig))
     # TRL's default (True) keeps only images/messages and drops every seg column: the recipe default is False;
     # YAML and command line can still say True, which main() then rejects.
     parser.set_defaults(remove_unused_columns=False)

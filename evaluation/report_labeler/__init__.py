@@ -5,7 +5,7 @@
 0.0
 """
 
-from .api import label_reports, validate_reports
+from .api import label_reports, unreadable_reports, validate_reports
 from .constants import CHEXPERT_5_LABELS, CHEXPERT_LABELS, NEGATIVE, POSITIVE, UNCERTAIN
 from .engine import RuleLabeler
 
@@ -17,5 +17,6 @@ __all__ = [
     "UNCERTAIN",
     "RuleLabeler",
     "label_reports",
+    "unreadable_reports",
     "validate_reports",
 ]

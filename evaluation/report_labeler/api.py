@@ -7,12 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from .constants import CHEXPERT_LABELS
+from .text import is_readable
 
 LABELERS = ("chexpert-rules", "chexbert")
 
 
 def validate_reports(reports, name: str = "reports") -> list[str]:
     """A list of report strings, or a ValueError that names the first bad entry."""
+    if isinstance(reports, (bytes, bytearray)):
+        raise ValueError(f"`{name}` is bytes; decode it (e.g. `.decode('utf-8')`) and pass a list of report strings.")
     if isinstance(reports, str) or not isinstance(reports, Sequence | np.ndarray):
         raise ValueError(f"`{name}` must be a list of report strings, got {type(reports).__name__}.")
     for i, r in enumerate(reports):
@@ -22,6 +25,13 @@ def validate_reports(reports, name: str = "reports") -> list[str]:
                 "study without a report."
             )
     return list(reports)
+
+
+def unreadable_reports(reports) -> list[int]:
+    """Indices of the reports the labeler cannot read (`text.is_readable`): not blank, but fewer than half of their
+    letters are English-alphabet letters (another script) or no letters at all. They come out as reports without
+    findings, which makes "心脏增大。" (cardiomegaly) and "心脏无增大。" (no cardiomegaly) agree perfectly."""
+    return [i for i, report in enumerate(validate_reports(reports)) if not is_readable(report)]
 
 
 def label_reports(reports, labeler: str = "chexpert-rules", chexbert_path: str | None = None, **kwargs) -> np.ndarray:

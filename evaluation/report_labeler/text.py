@@ -16,6 +16,8 @@ _PUNCT_SPACE = re.compile(r"([,;:])(?=\S)")
 _PERIOD_SPACE = re.compile(r"\.(?<=[a-z]\.)(?=[a-z]{2,})")  # (?<=[a-z])\.(?=[a-z]{2,})
 _SENTENCE_END = re.compile(r"[.?!\n](?:(?<=\n)|(?=\s|$))")  # [.?!](?=\s|$)|\n
 _RARE_SPACE = ("  ", "\t", "\r", "\f", "\v")
+_LETTER = re.compile(r"[^\W\d_]")  # any script's letters
+_LATIN = re.compile(r"[A-Za-z]")
 
 
 def normalize(text: str) -> str:
@@ -55,3 +57,13 @@ def split_sentences(text: str) -> list[str]:
     if tail:
         out.append(tail)
     return out
+
+
+def is_readable(report: str) -> bool:
+    """Whether the labeler can read `report`: it is blank (nothing to read: no findings), or at least half of its
+    letters are the English alphabet's. The phrase lists are English, so a report in another script (Chinese,
+    Cyrillic, Greek, ...) or without a single letter would silently be labelled as a report without findings."""
+    if not report.strip():
+        return True
+    letters = len(_LETTER.findall(report))
+    return letters > 0 and 2 * len(_LATIN.findall(report)) >= letters

@@ -7,7 +7,7 @@ import evaluate
 # The labeler and the maths live in the installed `asarg` package (`asarg.evaluation`), so this script stays a
 # thin shell and nothing is copied: evaluate's loader only copies single-file relative imports, and the labeler is a
 # package with phrase-list data files. The "From:" comment names the pip package in evaluate's missing-import error.
-from asarg.evaluation.clinical_efficacy import check_pair, compute_ce  # From: asarg
+from asarg.evaluation.clinical_efficacy import check_pair, compute_ce, validate_batch  # From: asarg
 
 _CITATION = """\
 @article{irvin2019chexpert,
@@ -45,7 +45,8 @@ Args:
 Returns:
     f1_micro, precision_micro, recall_micro, f1_macro, precision_macro, recall_macro, f1_example, precision_example,
     recall_example (`float`), per_label (`dict`: label -> precision, recall, f1, support, predicted),
-    definition (`str`), definition_args (`dict`), num_reports (`int`).
+    definition (`str`), definition_args (`dict`), num_reports (`int`), unreadable (`dict`: how many predictions and
+    references have no English text the labeler can read, e.g. Chinese; they count as reports without findings).
 Examples:
     >>> ce = evaluate.load("metrics/chexpert_ce")
     >>> result = ce.compute(predictions=["Mild cardiomegaly. No effusion."],
@@ -79,6 +80,18 @@ class ChexpertCE(evaluate.Metric):
         if predictions is not None or references is not None:
             check_pair(predictions, references)
         return super().compute(predictions=predictions, references=references, **kwargs)
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of report pairs; a bad entry raises a ValueError that names it, as in `compute`."""
+        if predictions is not None or references is not None:
+            validate_batch(predictions, references)
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one report pair; a non-string raises a ValueError that says which, as in `compute`."""
+        if prediction is not None or reference is not None:
+            validate_batch([prediction], [reference])
+        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(
         self, predictions, references, labeler="chexpert-rules", uncertain="negative", labels=14, chexbert_path=None

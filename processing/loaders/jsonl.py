@@ -5,8 +5,10 @@ JSONL (`load_jsonl`): one study per line, paths relative to the JSONL file's fol
    "impression": "..." (optional), "split": "train|validation|test" (optional), "labels": {...} (optional)}
 Image folder (`load_image_folder`): `<root>/[<split>/]<name>.<png|jpg|jpeg>` with the report beside it in
 `<name>.txt`, either plain text (taken as the findings) or with 'FINDINGS:' / 'IMPRESSION:' headings.
-Records without a report/findings text or whose image file is missing are skipped and counted; `strict=True`
-raises instead. Both readers take the options of `collect_rows` (section, default_split, prompt, strict).
+Records without a report/findings text or whose image is missing, empty or unreadable (`common.image_problem`) are
+skipped and counted; `strict=True` raises instead, naming the file. A manifest line of the wrong shape (not UTF-8,
+not a JSON object, `images` not a list of paths, a misspelt label name) is an error naming the line. Both readers
+take the options of `collect_rows` (section, default_split, prompt, strict).
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .common import DEFAULT_PROMPT, SkipCounter, check_section, compose_report, parse_sections, row, to_datasets
+from .common import (
+    DEFAULT_PROMPT,
+    SkipCounter,
+    check_labels,
+    check_section,
+    compose_report,
+    first_image_problem,
+    image_problem,
+    parse_sections,
+    row,
+    to_datasets,
+)
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -45,7 +58,8 @@ def collect_rows(
     for rec in records:
         if rec["problem"]:
             if strict:
-                raise ValueError(f"{rec['where']}: {rec['problem']}")
+                file = f": {rec['bad_file']}" if rec.get("bad_file") else ""
+                raise ValueError(f"{rec['where']}: {rec['problem']}{file}")
             skips.skip(rec["problem"])
             continue
         report = compose_report(rec["findings"], rec.get("impression"), section)
@@ -54,26 +68,56 @@ def collect_rows(
     return rows, skips.finish(sum(len(r) for r in rows.values()))
 
 
-def _jsonl_records(path: Path):
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+def _lines(path: Path):
+    """(line number, text) of the non-blank lines; a byte-order mark (Windows editors write one) is dropped."""
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-        paths = [path.parent / p for p in rec.get("images") or ([rec["image"]] if rec.get("image") else [])]
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{n}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); save the manifest as UTF-8"
+            ) from None
+        if line.strip():
+            yield n, line
+
+
+def _parse_record(path: Path, n: int, line: str) -> dict:
+    """One manifest line as a dict with `paths` (list of Path); a line of the wrong shape is an error naming it."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+    if not isinstance(rec, dict):
+        raise ValueError(
+            f"{path}:{n}: a JSON {type(rec).__name__}, not an object; each line must be one study {{...}}"
+        )
+    images = rec.get("images") if rec.get("images") is not None else [rec["image"]] if rec.get("image") else []
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        raise ValueError(f"{path}:{n}: 'images' must be a list of path strings and 'image' one path string")
+    for key in ("findings", "impression"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise ValueError(f"{path}:{n}: {key!r} must be text, got a JSON {type(rec[key]).__name__}")
+    check_labels(rec.get("labels"), f"{path}:{n}")
+    return {**rec, "paths": [path.parent / p for p in images]}
+
+
+def _jsonl_records(path: Path):
+    for n, line in _lines(path):
+        rec = _parse_record(path, n, line)
+        paths = rec.pop("paths")
+        bad = first_image_problem(paths)
         problem = (
             "empty findings"
             if not (rec.get("findings") or "").strip()
             else "no image"
             if not paths
-            else "missing image"
-            if any(not p.is_file() for p in paths)
+            else bad[0]
+            if bad
             else None
         )
         yield {
             **rec,
+            "bad_file": str(bad[1]) if bad and problem == bad[0] else None,
             "where": f"{path}:{n} (id {rec.get('id')!r})",
             "id": str(rec.get("id", f"{path.stem}-{n}")),
             "images": [str(p) for p in paths],
@@ -89,6 +133,7 @@ def _folder_records(root: Path):
         sections = parse_sections(txt.read_text(encoding="utf-8", errors="replace")) if txt.is_file() else {}
         findings = sections.get("findings", sections[""] if len(sections) == 1 else "")
         problem = "missing report" if not txt.is_file() else None if findings else "empty findings section"
+        problem = problem or image_problem(img)
         yield {
             "where": str(img),
             "id": str(rel.with_suffix("")),

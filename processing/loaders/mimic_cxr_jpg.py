@@ -6,8 +6,8 @@ Expected under `root` (the PhysioNet layout; `.csv` or `.csv.gz`):
   mimic-cxr-2.0.0-chexpert.csv   optional: subject_id, study_id, 14 CheXpert columns (1.0 / 0.0 / -1.0 / blank)
   files/p10/p10000032/s50414267/<dicom_id>.jpg
 Reports come from MIMIC-CXR (not -JPG): `reports_dir`/files/p10/p10000032/s50414267.txt (default: root).
-Studies without a report file, with an empty requested section, or without an image on disk are skipped and
-counted; `strict=True` raises on the first one instead.
+Studies without a report file, with an empty requested section, or whose image is missing, empty or unreadable
+(`common.image_problem`) are skipped and counted; `strict=True` raises on the first one instead, naming it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .common import (
     SkipCounter,
     check_section,
     compose_report,
+    first_image_problem,
     parse_sections,
     row,
     to_datasets,
@@ -106,8 +107,9 @@ def _study(root: Path, reports_dir: Path, sdir: Path, dicoms: list[str], section
     if not sections.get("findings"):
         return "empty findings section", "", []
     paths = [root / sdir / f"{d}.jpg" for d in sorted(dicoms)][:max_images]
-    if any(not p.is_file() for p in paths):
-        return "missing image", "", []
+    bad = first_image_problem(paths)
+    if bad:
+        return f"{bad[0]}: {bad[1]}", "", []
     return None, report, [str(p) for p in paths]
 
 

@@ -160,3 +160,69 @@ print(json.dumps({{"result": result, "bad": bad}}))
         assert out["result"][key] == pytest.approx(expected[key])
     assert out["result"]["definition"] == expected["definition"]
     assert "predictions[1]" in out["bad"]
+
+
+# ---- reports the labeler cannot read; bad entries through the metric's add_batch / add ----------------------------
+
+
+def test_reports_the_labeler_cannot_read_are_counted_and_warned_about(caplog):
+    """'心脏增大。' (cardiomegaly) vs '心脏无增大。' (no cardiomegaly) scored CE-F1 1.0 without a word."""
+    with caplog.at_level("WARNING", logger="asarg.evaluation.clinical_efficacy"):
+        result = compute_ce(["心脏增大。", "Mild cardiomegaly."], ["心脏无增大。", "Cardiomegaly."])
+    assert result["unreadable"] == {"predictions": 1, "references": 1}
+    assert "could not read 1 of 2 predictions and 1 of 2 references" in caplog.text
+    assert "predictions[0] '心脏增大。'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="asarg.evaluation.clinical_efficacy"):
+        english = compute_ce(PREDICTIONS, REFERENCES)
+    assert english["unreadable"] == {"predictions": 0, "references": 0} and not caplog.text
+
+
+@pytest.mark.parametrize(
+    "report, readable",
+    [
+        ("", True),  # blank: nothing to read, no findings
+        ("   \n", True),
+        ("Mild cardiomegaly. 心脏增大", True),  # mostly English letters
+        ("Кардиомегалия.", False),
+        ("心脏增大 CT", False),  # 4 CJK letters, 2 Latin
+        ("... 12 --", False),  # no letters at all
+        ("Élargissement cardiaque.", True),  # Latin script: read (as English; nothing found)
+    ],
+)
+def test_what_counts_as_unreadable(report, readable):
+    from asarg.evaluation.report_labeler import unreadable_reports
+
+    assert unreadable_reports([report]) == ([] if readable else [0])
+
+
+def test_reports_given_as_bytes_say_decode():
+    """Bytes are a Sequence: the labeler said "`reports[0]` is int (67)"."""
+    with pytest.raises(ValueError, match=r"is bytes; decode it"):
+        label_reports(b"Cardiomegaly.")
+
+
+def _metric(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chexpert_ce_under_test", METRIC / "chexpert_ce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ChexpertCE(cache_dir=str(tmp_path), keep_in_memory=True)
+
+
+def test_add_batch_and_add_name_the_first_bad_entry(tmp_path):
+    """add_batch gave evaluate's generic format error, which dumps the whole input."""
+    metric = _metric(tmp_path)
+    with pytest.raises(ValueError, match=r"`predictions\[1\]` is NoneType") as error:
+        metric.add_batch(predictions=["Cardiomegaly.", None], references=["a", "b"])
+    assert "Predictions and/or references don't match" not in str(error.value)
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        metric.add_batch(predictions=["a", "b"], references=["a"])
+    with pytest.raises(ValueError, match=r"`references\[0\]` is int"):
+        metric.add(prediction="a", reference=7)
+    metric.add_batch(predictions=PREDICTIONS[:2], references=REFERENCES[:2])
+    metric.add(prediction=PREDICTIONS[2], reference=REFERENCES[2])
+    result = metric.compute()
+    assert result["num_reports"] == 3
+    assert result["f1_micro"] == pytest.approx(compute_ce(PREDICTIONS[:3], REFERENCES[:3])["f1_micro"])

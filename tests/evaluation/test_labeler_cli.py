@@ -74,3 +74,62 @@ def test_evaluate_rejects_different_lengths(tmp_path, capsys):
         == 2
     )
     assert "2 predictions but 1 references" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- output paths and pairing
+
+
+def _pair(tmp_path):
+    preds = write_csv(tmp_path / "p.csv", ["report"], [["Mild cardiomegaly."], ["No acute disease."]])
+    refs = write_csv(tmp_path / "r.csv", ["report"], [["Cardiomegaly."], ["Normal chest."]])
+    return ["evaluate", "--predictions", str(preds), "--references", str(refs)]
+
+
+def test_evaluate_writes_no_chart_unless_asked(tmp_path, monkeypatch, capsys):
+    argv = _pair(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "r.csv"]
+    assert "chart" not in capsys.readouterr().out
+
+
+def _fails_before_computing(argv, capsys, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "micro" not in captured.out  # refused before any score was computed
+
+
+def test_evaluate_output_in_a_missing_folder_is_refused_before_computing(tmp_path, capsys):
+    argv = _pair(tmp_path)
+    for flag, name in (("--json", "x.json"), ("--chart", "x.png")):
+        _fails_before_computing([*argv, flag, str(tmp_path / "nodir" / name)], capsys, "does not exist (it is not")
+        assert not (tmp_path / "nodir").exists()
+    _fails_before_computing([*argv, "--chart", "/asarg-nodir/c.png"], capsys, "folder /asarg-nodir does not exist")
+    assert not (tmp_path.parent / "asarg-nodir").exists() and not __import__("os").path.exists("/asarg-nodir")
+
+
+def test_evaluate_refuses_outputs_that_would_overwrite_an_input_or_each_other(tmp_path, capsys):
+    argv = _pair(tmp_path)
+    before = (tmp_path / "p.csv").read_bytes()
+    _fails_before_computing([*argv, "--json", str(tmp_path / "p.csv")], capsys, "is one of the input files")
+    assert (tmp_path / "p.csv").read_bytes() == before
+    same = str(tmp_path / "out.svg")
+    _fails_before_computing([*argv, "--json", same, "--chart", same], capsys, "are the same file")
+    _fails_before_computing([*argv, "--chart", str(tmp_path)], capsys, "is a folder")
+    _fails_before_computing([*argv, "--chart", str(tmp_path / "c.txt")], capsys, "use a .png, .pdf, .svg")
+    _fails_before_computing([*argv, "--baseline", str(tmp_path / "p.csv"), "--resamples", "0"], capsys, "at least 1")
+
+
+def test_evaluate_refuses_files_in_different_orders_and_pairs_by_id_on_request(tmp_path, capsys):
+    preds = write_csv(tmp_path / "p.csv", ["id", "report"], [["s1", "Cardiomegaly."], ["s2", "Normal chest."]])
+    refs = write_csv(
+        tmp_path / "r.csv", ["study_id", "id", "report"], [["x", "s2", "Normal."], ["y", "s1", "Big heart."]]
+    )
+    argv = ["evaluate", "--predictions", str(preds), "--references", str(refs), "--json", str(tmp_path / "s.json")]
+    _fails_before_computing(argv, capsys, "row 1 is study 's2' but the prediction in that row is 's1'")
+    assert main([*argv, "--id-column", "id"]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["f1_micro"] == 1.0  # each report met its own reference
+    capsys.readouterr()
+    write_csv(tmp_path / "r.csv", ["id", "report"], [["s1", "Big heart."], ["s3", "Normal."]])
+    _fails_before_computing([*argv, "--id-column", "id"], capsys, "ids differ from the predictions' (missing ['s2']")
+    _fails_before_computing([*argv, "--id-column", "study"], capsys, "has records without 'study'")

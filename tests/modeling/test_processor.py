@@ -64,7 +64,7 @@ def test_twelve_bit_data_in_16_bit_container_is_not_black(processor):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ("not an image", "expected a PIL.Image.Image or a numpy array"),
+        ("not an image", "expected a PIL.Image.Image, a numpy array or a torch tensor"),
         ({"pixels": 1}, "expected a PIL.Image.Image"),
         (np.zeros((0, 10), np.uint8), "empty"),
         (Image.new("L", (0, 0)), "empty"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -239,3 +240,138 @@ def test_the_package_imports_without_datasets():
     code = "import sys, asarg.processing.loaders; assert 'datasets' not in sys.modules, 'datasets was imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- images checked before the first step
+
+
+def _jpeg(path, tail=b""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes() + tail)
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.fixture
+def bad_images(tmp_path):
+    """{name: (path, expected problem)}: the files a crawl of a real archive turns up."""
+    d = tmp_path / "img"
+    cases = {}
+    _img(d / "ok.png")
+    cases["ok"] = (d / "ok.png", None)
+    _jpeg(d / "ok.jpg")
+    cases["jpeg"] = (d / "ok.jpg", None)
+    _jpeg(d / "padded.jpg", b"\0" * 10_000)  # bytes after the end marker: Pillow decodes it, so it is kept
+    cases["padded jpeg"] = (d / "padded.jpg", None)
+    (d / "text.png").write_text("<html>404 Not Found</html>")
+    cases["not an image"] = (d / "text.png", "not an image")
+    (d / "empty.png").write_bytes(b"")
+    cases["0 bytes"] = (d / "empty.png", "empty image file")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(d / "cut.png")
+    _cut(d / "cut.png")  # the header is whole, the pixel data is not
+    cases["cut-off png"] = (d / "cut.png", "corrupt image")
+    _jpeg(d / "cut.jpg")
+    _cut(d / "cut.jpg", 0.7)
+    cases["cut-off jpeg"] = (d / "cut.jpg", "truncated image")
+    cases["missing"] = (d / "gone.png", "missing image")
+    (d / "folder.png").mkdir()
+    cases["a folder"] = (d / "folder.png", "missing image")
+    return cases
+
+
+def test_image_problem_names_each_kind_of_bad_file(bad_images):
+    from asarg.processing.loaders.common import image_problem
+
+    for name, (path, expected) in bad_images.items():
+        problem = image_problem(path)
+        assert (problem is None) if expected is None else problem.startswith(expected), (name, problem)
+    # What the check protects against: each file it rejects, `datasets` cannot decode either.
+    for path, expected in bad_images.values():
+        if expected and path.is_file():
+            with pytest.raises(OSError):  # UnidentifiedImageError is one
+                with Image.open(path) as im:
+                    im.load()
+
+
+@pytest.mark.parametrize("kind", ["not an image", "0 bytes", "missing", "cut-off png"])
+def test_jsonl_skips_and_counts_a_bad_image_or_names_it_with_strict(bad_images, tmp_path, kind):
+    path, expected = bad_images[kind]
+    lines = [
+        {"id": "good", "image": "img/ok.png", "findings": "Clear."},
+        {"id": "bad", "image": f"img/{path.name}", "findings": "Clear."},
+    ]
+    manifest = tmp_path / "data.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rows, skipped = read_jsonl(manifest)
+    assert [r["id"] for r in rows["train"]] == ["good"] and skipped == {expected: 1}
+    with pytest.raises(ValueError, match=rf"data.jsonl:2 \(id 'bad'\): {expected}.*{path.name}"):
+        read_jsonl(manifest, strict=True)
+
+
+def test_image_folder_r2gen_and_mimic_check_images_too(bad_images, r2gen_tree, mimic_tree, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(bad_images["not an image"][0], folder / "x.png")
+    (folder / "x.txt").write_text("Clear lungs.")
+    with pytest.raises(ValueError, match="x.png: not an image"):
+        read_image_folder(folder, strict=True)
+    (r2gen_tree / "images" / "CXR2" / "0.png").write_bytes(b"")
+    assert read_r2gen(r2gen_tree / "annotation.json", r2gen_tree / "images")[1]["empty image file"] == 1
+    only = {"val": [{"id": "CXR2", "report": "Small left effusion.", "image_path": ["CXR2/0.png"]}]}
+    (r2gen_tree / "only.json").write_text(json.dumps(only))
+    with pytest.raises(ValueError, match=r"'CXR2': empty image file: .*CXR2/0.png"):
+        read_r2gen(r2gen_tree / "only.json", r2gen_tree / "images", strict=True)
+    jpg = next(mimic_tree.rglob("d50000001a.jpg"))
+    jpg.write_text("not a jpeg")
+    assert read_mimic_cxr_jpg(mimic_tree)[1]["not an image"] == 1
+
+
+# --------------------------------------------------------------------------- malformed manifests
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": "a", "image": "a.png", "findings": "Clear."}\n\xff\xfe{"id": "b"}\n', r"data.jsonl:2: not UTF-8"),
+        (b'["a.png", "Clear."]\n', r"data.jsonl:1: a JSON list, not an object"),
+        (b'{"id": "a", "images": "a.png", "findings": "Clear."}\n', r"'images' must be a list of path strings"),
+        (b'{"id": "a", "image": 7, "findings": "Clear."}\n', r"'images' must be a list of path strings"),
+        (b'{"id": "a", "image": "a.png", "findings": ["Clear."]}\n', r"'findings' must be text, got a JSON list"),
+        (
+            b'{"id": "a", "image": "a.png", "findings": "x", "labels": {"Pleural effusion": 1}}\n',
+            r"label 'Pleural effusion' is not a CheXpert observation \(did you mean 'Pleural Effusion'\?\)",
+        ),
+        (b'{"id": "a", "image": "a.png", "findings": "x", "labels": {"Edema": "yes"}}\n', r"label 'Edema' is 'yes'"),
+    ],
+)
+def test_jsonl_line_of_the_wrong_shape_is_an_error_naming_the_line(tmp_path, content, message):
+    _img(tmp_path / "a.png")
+    (tmp_path / "data.jsonl").write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_jsonl(tmp_path / "data.jsonl")
+
+
+def test_jsonl_with_a_byte_order_mark_loads(tmp_path):
+    _img(tmp_path / "a.png")
+    (tmp_path / "data.jsonl").write_bytes(b'\xef\xbb\xbf{"id": "a", "image": "a.png", "findings": "Clear."}\n')
+    assert read_jsonl(tmp_path / "data.jsonl")[0]["train"][0]["id"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ("[]", r"expected an object with top-level keys train/val/test, got a JSON list"),
+        ('[{"id": "x"}]', r"got a JSON list"),
+        ('{"train": {"id": "x"}}', r"'train' must be a list of record objects"),
+        ('{"train": [{"id": "CXR1", "report": "x", "image_path": "CXR1/0.png"}]}', r"'image_path' must be a list"),
+        ('{"train": [', r"not a UTF-8 JSON file"),
+    ],
+)
+def test_r2gen_annotation_of_the_wrong_shape_is_a_clear_error(tmp_path, annotation, message):
+    (tmp_path / "annotation.json").write_text(annotation)
+    with pytest.raises(ValueError, match=message):
+        read_r2gen(tmp_path / "annotation.json", tmp_path)

@@ -118,9 +118,13 @@ def test_corrupt_or_partial_entries_are_recomputed_never_used(make_asarg, tmp_pa
 def test_identity_follows_weights_and_class_selection(make_asarg, tmp_path):
     model, processor = make_asarg()
     base = SegCache(tmp_path, model, processor)
+    base_identity = base.identity
     with torch.no_grad():
         next(model.model.segmenter.parameters()).add_(1e-3)
-    assert SegCache(tmp_path, model, processor).identity != base.identity
+    changed = SegCache(tmp_path, model, processor).identity
+    assert changed != base_identity and base.identity == changed  # an existing cache follows the weights too
+    model.model.segmenter.load_state_dict(model.model.segmenter.state_dict())  # same values, new version
+    assert base.identity == changed
     config = AsargConfig.from_llava_config(
         model.config, num_seg_classes=2, seg_class_indices=[0, 2], seg_class_names=None
     )
@@ -129,6 +133,66 @@ def test_identity_follows_weights_and_class_selection(make_asarg, tmp_path):
     assert cache.identity != base.identity
     assert cache.get_or_compute(xray_like())["seg_maps"].shape == (2, 4, 4)
     assert not list(tmp_path.glob("*/*/.*.tmp")), "temporary files left behind"
+
+
+def _online_maps(model, processor, image) -> np.ndarray:
+    seg_pixels = torch.as_tensor(processor(images=[image], text=["<image>"])["seg_pixel_values"])
+    with torch.no_grad():
+        maps = model.model.run_segmenter(seg_pixels)["maps"]
+    return torch.nn.functional.adaptive_avg_pool2d(maps, (4, 4))[0].numpy()
+
+
+def test_the_same_cache_follows_in_place_weight_changes(make_asarg, tmp_path):
+    """The identity used to be hashed once, at construction: after an in-place change of the weights the same object
+    kept serving the old entries."""
+    model, processor = make_asarg(seg_map_activation="sigmoid")
+    cache = SegCache(tmp_path, model, processor, quantize=False)
+    image = xray_like(seed=1)
+    before, identity = cache.get_or_compute(image)["seg_maps"], cache.identity
+    original = {k: v.clone() for k, v in model.model.segmenter.state_dict().items()}
+    with torch.no_grad():
+        model.model.segmenter.out.bias.add_(2.0)  # every map moves
+    after = cache.get_or_compute(image)["seg_maps"]
+    assert cache.identity != identity
+    assert np.allclose(after, _online_maps(model, processor, image), atol=1e-6)
+    assert np.abs(after - before).max() > 0.1
+    model.model.segmenter.load_state_dict(original)  # back to the first weights: their entries are served again
+    runs = _count_segmenter_runs(cache)
+    assert cache.identity == identity and np.array_equal(cache.get_or_compute(image)["seg_maps"], before)
+    assert runs == []
+
+
+def test_a_segmenter_that_is_not_frozen_is_refused(make_asarg, tmp_path):
+    model, processor = make_asarg(freeze_segmenter=False)
+    with pytest.raises(ValueError, match="needs a frozen segmenter"):
+        SegCache(tmp_path, model, processor)
+    model.model.segmenter.requires_grad_(False)
+    cache = SegCache(tmp_path, model, processor)
+    model.model.segmenter.requires_grad_(True)  # unfrozen after construction: refused when it would compute
+    with pytest.raises(ValueError, match="needs a frozen segmenter"):
+        cache.get_or_compute(xray_like())
+
+
+def test_a_segmenter_in_train_mode_computes_in_eval_mode(make_asarg, tmp_path):
+    """BatchNorm in train mode normalises with the batch: an entry would depend on the other images of its batch."""
+    model, processor = make_asarg(freeze_segmenter=False, seg_map_activation="sigmoid")
+    segmenter = model.model.segmenter.requires_grad_(False).train()
+    stats = {k: v.clone() for k, v in segmenter.state_dict().items()}
+    images = [xray_like(seed=1), xray_like(seed=2, height=30, width=40)]
+    together = SegCache(tmp_path / "a", model, processor, quantize=False).get_or_compute_many(images)
+    alone = SegCache(tmp_path / "b", model, processor, quantize=False).get_or_compute(images[0])
+    assert np.array_equal(together[0]["seg_maps"], alone["seg_maps"])
+    assert segmenter.training and all(module.training for module in segmenter.modules())  # its mode is given back
+    assert all(torch.equal(stats[k], v) for k, v in segmenter.state_dict().items())  # running stats untouched
+    segmenter.eval()
+    assert np.allclose(alone["seg_maps"], _online_maps(model, processor, images[0]), atol=1e-6)
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(make_asarg, tmp_path):
+    model, processor = make_asarg()
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        SegCache(tmp_path / "cache", model, processor)
 
 
 def test_entry_size_at_llava_1_5_scale_is_under_256_kb():
@@ -202,3 +266,11 @@ def test_sft_trainer_trains_from_the_cache_without_running_the_segmenter(make_as
     assert seen and "seg_maps" in seen[0] and "seg_pixel_values" not in seen[0]
     assert not segmenter_calls
     assert not torch.equal(seg_before, seg_linear.weight)
+
+
+def test_a_missing_image_column_is_named(make_asarg, tmp_path):
+    """It was datasets' bare `KeyError: 'image'` from inside `map`."""
+    model, processor = make_asarg()
+    dataset = datasets.Dataset.from_list(_rows(1))
+    with pytest.raises(ValueError, match=r"no 'image' column \(it has \['images', 'messages'\]\)"):
+        SegCache(tmp_path, model, processor).add_to_dataset(dataset, image_column="image")

@@ -1,0 +1,71 @@
+"""`asarg reproduce` at toy sizes: the whole pipeline runs, and a kill -9 in the middle costs only the unfinished work —
+the rerun ends with the same table as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+ARGS = ["--quick", "--seeds", "0", "--arms", "baseline", "features+maps"]
+
+
+def _command(out) -> list[str]:
+    return [sys.executable, "-m", "asarg.cli", "reproduce", "--out", str(out), *ARGS]
+
+
+def _env(tmp_path) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}
+
+
+def _run(out, tmp_path) -> None:
+    proc = subprocess.run(_command(out), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def _kill_during_the_second_run(out, tmp_path) -> None:
+    """Start the pipeline in its own process group and kill -9 all of it once the second run has a checkpoint."""
+    proc = subprocess.Popen(
+        _command(out),
+        cwd=REPO,
+        env=_env(tmp_path),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    second = out / "runs" / "n32-seed0-features+maps"
+    deadline = time.monotonic() + 600
+    while not any(second.glob("checkpoint-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the pipeline ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (second / "result.json").exists()
+
+
+def _table(out) -> list:
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return [(r["size"], r["arm"], r["f1_micro"]["per_seed"], r["f1_macro"]["per_seed"]) for r in rows]
+
+
+def test_kill_minus_9_then_rerun_gives_the_uninterrupted_table(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _run(clean, tmp_path)
+    assert (clean / "results.md").is_file() and (clean / "results.png").is_file()
+    assert json.loads((clean / "segmenter" / "dice.json").read_text())["dice"]
+    _kill_during_the_second_run(killed, tmp_path)
+    _run(killed, tmp_path)
+    assert _table(killed) == _table(clean)
+    for arm in ("baseline", "features+maps"):
+        reports = [
+            json.loads((out / "runs" / f"n32-seed0-{arm}" / "result.json").read_text())["reports"]
+            for out in (clean, killed)
+        ]
+        assert reports[0] == reports[1], arm

@@ -1,0 +1,124 @@
+"""The reproduction's results table: per training size and arm, CE-F1 over seeds, tests against the baseline, and the
+image-blind reports scored the same way. Written as `results.json`, `results.md` and `results.png`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from asarg.evaluation.clinical_efficacy import compute_ce
+from asarg.evaluation.significance import compare_systems
+from asarg.processing.atomic import atomic_write
+
+FOCUS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Support Devices", "Lung Opacity", "Edema")
+
+
+def _summary(values: list[float]) -> dict:
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "per_seed": [round(v, 4) for v in values],
+    }
+
+
+def _seed_test(arm: list[float], base: list[float]) -> dict:
+    """Seeds as the unit: a paired t-test of the per-seed differences (and how many seeds the arm wins)."""
+    from scipy import stats
+
+    diff = np.asarray(arm) - np.asarray(base)
+    p = float(stats.ttest_rel(arm, base).pvalue) if len(diff) > 1 and diff.std() > 0 else float("nan")
+    return {"mean_difference": float(diff.mean()), "wins": int((diff > 0).sum()), "seeds": len(diff), "p_ttest": p}
+
+
+def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str]) -> dict:
+    ce = [results[(size, s, arm)]["ce"] for s in seeds]
+    row = {
+        "size": size,
+        "arm": arm,
+        "f1_micro": _summary([c["f1_micro"] for c in ce]),
+        "f1_macro": _summary([c["f1_macro"] for c in ce]),
+        "per_label_f1": {label: _summary([c["per_label"][label]["f1"] for c in ce]) for label in FOCUS},
+        "distinct_reports": _summary([len(set(results[(size, s, arm)]["reports"])) for s in seeds]),
+    }
+    if arm != "baseline" and all((size, s, "baseline") in results for s in seeds):
+        arm_reports = [r for s in seeds for r in results[(size, s, arm)]["reports"]]
+        base_reports = [r for s in seeds for r in results[(size, s, "baseline")]["reports"]]
+        pooled = compare_systems(arm_reports, base_reports, references * len(seeds), n_resamples=2000)
+        row["vs_baseline_studies"] = {k: pooled[k] for k in ("score_a", "score_b", "bootstrap", "permutation")}
+        base_micro = [results[(size, s, "baseline")]["ce"]["f1_micro"] for s in seeds]
+        row["vs_baseline_seeds"] = _seed_test(row["f1_micro"]["per_seed"], base_micro)
+    return row
+
+
+def _markdown(rows: list[dict], blind: list[dict]) -> str:
+    head = "| size | arm | CE micro-F1 | CE macro-F1 | " + " | ".join(FOCUS) + " | p (studies) | p (seeds) |"
+    lines = [head, "|" + "---|" * (6 + len(FOCUS))]
+    for row in rows:
+        cells = [str(row["size"]), row["arm"], _pm(row["f1_micro"]), _pm(row["f1_macro"])]
+        cells += [_pm(row["per_label_f1"][label]) for label in FOCUS]
+        studies = row.get("vs_baseline_studies", {}).get("permutation", {}).get("p_value")
+        seeds = row.get("vs_baseline_seeds", {}).get("p_ttest")
+        cells += [_p(studies), _p(seeds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for row in blind:
+        labels = [f"{row['per_label'][label]['f1']:.3f}" for label in FOCUS]
+        lines.append(
+            f"| — | {row['system']} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | " + " | ".join(labels) + " | | |"
+        )
+    return "\n".join(lines)
+
+
+def _pm(summary: dict) -> str:
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def _p(value) -> str:
+    return "" if value is None or value != value else f"{value:.3g}"
+
+
+def _plot(out: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({row["size"] for row in rows})
+    arms = list(dict.fromkeys(row["arm"] for row in rows))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        picked = [next(r for r in rows if r["size"] == s and r["arm"] == arm) for s in sizes]
+        ax.bar(
+            np.arange(len(sizes)) + i * width,
+            [r["f1_micro"]["mean"] for r in picked],
+            width,
+            yerr=[r["f1_micro"]["std"] for r in picked],
+            label=arm,
+            capsize=3,
+        )
+    ax.set_xticks(np.arange(len(sizes)) + width * (len(arms) - 1) / 2, [f"n={s}" for s in sizes])
+    ax.set_ylabel("CE micro-F1 (mean ± sd over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=120)
+    plt.close(fig)
+
+
+def write_tables(out: Path, results: dict, blind_reports: dict[str, str], references: list[str], settings) -> dict:
+    rows = [
+        _arm_row(results, size, arm, settings.seeds, references)
+        for size in settings.train_sizes
+        for arm in settings.arms
+    ]
+    blind = []
+    for name, report in blind_reports.items():
+        ce = compute_ce([report] * len(references), references)
+        blind.append({"system": name, "report": report, **{k: ce[k] for k in ("f1_micro", "f1_macro", "per_label")}})
+    markdown = _markdown(rows, blind)
+    payload = {"rows": rows, "image_blind": blind, "markdown": markdown}
+    atomic_write(Path(out) / "results.json", json.dumps(payload, indent=2).encode())
+    atomic_write(Path(out) / "results.md", (markdown + "\n").encode())
+    _plot(Path(out), rows)
+    return payload
