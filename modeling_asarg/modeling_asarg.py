@@ -718,9 +718,7 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
                 Precomputed segmentation maps: per-class coverage in [0, 1] (float, or bool / integer 0-1 masks), at
                 any resolution (area-pooled to the vision patch grid). Values outside [0, 1], NaN or inf raise.
             seg_features (`torch.FloatTensor` of shape `(batch_size, seg_feature_channels, height, width)`, *optional*):
-                Precomputed segmenter features, at any resolution (area-pooled to the vision patch grid); NaN or
-                inf raise.
-
+                Precomputed segmenter features, any resolution (area-pooled to the patch grid); NaN or inf raise.
         The other arguments are `LlavaModel.forward`'s; `kwargs` (e.g. `output_attentions`) reach the vision tower too.
         """
         mm_encoder_outputs = self._encode_images(

@@ -111,3 +111,21 @@ def pytest_pyfunc_call(pyfuncitem):
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{pyfuncitem.nodeid} failed under numpy's baseline kernels:\n{proc.stdout[-3000:]}"
     return True
+
+
+@pytest.fixture(scope="module")
+def synthcxr(tmp_path_factory):
+    """A small SynthCXR folder (16 studies at 64 px), one per test module."""
+    from asarg.processing.synthcxr.dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("synthcxr")
+    write_dataset(root, n=16, size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sft():
+    """The SFT recipe module (`training/sft_asarg.py`, installed as `asarg.training.sft_asarg`)."""
+    from asarg.training import sft_asarg
+
+    return sft_asarg

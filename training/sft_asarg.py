@@ -157,15 +157,8 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
         if not on_disk and training_args.should_save:  # an adapter alone cannot rebuild a base that exists only here
             model.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
             processor.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evals,
-        processing_class=processor,
-        data_collator=collator,
-        peft_config=peft_config,
-    )
+    data = {"train_dataset": train, "eval_dataset": evals, "data_collator": collator}
+    trainer = SFTTrainer(model=model, args=training_args, processing_class=processor, peft_config=peft_config, **data)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # the processor, and the model (Hub files + auto_map) or adapter
     return trainer

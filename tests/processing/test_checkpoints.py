@@ -148,21 +148,11 @@ def test_a_folder_without_weights_gets_no_manifest(tmp_path):
 
 def test_the_training_recipe_names_a_truncated_checkpoint(checkpoint):
     """The recipe loads ASaRG checkpoints through `load_model` (training/model_setup.py)."""
-    from types import SimpleNamespace
-
     from asarg.training.model_setup import load_model as recipe_load_model
+    from asarg.training.sft_asarg import AsargModelConfig
 
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    args = SimpleNamespace(
-        segmenter="builtin",
-        model_name_or_path=str(checkpoint),
-        model_revision=None,
-        dtype=None,
-        attn_implementation=None,
-        freeze_vision_tower=False,
-        use_seg_features=None,
-        use_seg_maps=None,
-    )
+    args = AsargModelConfig(model_name_or_path=str(checkpoint), freeze_vision_tower=False, dtype=None)
     with pytest.raises(CheckpointError, match=r"model\.safetensors is truncated"):
         recipe_load_model(args)

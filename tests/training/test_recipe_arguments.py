@@ -4,9 +4,6 @@ unusable image with `strict`. All of them fail before a model is loaded."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 from conftest import REPO
 
@@ -14,15 +11,6 @@ pytest.importorskip("trl")
 
 RECIPE = REPO / "training" / "recipes" / "synthcxr_tiny_cpu.yaml"
 SCRIPT = REPO / "training" / "sft_asarg.py"
-
-
-@pytest.fixture(scope="module")
-def sft():
-    spec = importlib.util.spec_from_file_location("sft_asarg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse(sft, *argv):

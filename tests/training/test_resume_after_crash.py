@@ -7,7 +7,6 @@ writing checkpoint-4's trainer_state.json."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -38,24 +37,6 @@ TrainerState.save_to_json = save_to_json
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-
-
-@pytest.fixture(scope="module")
-def synthcxr(tmp_path_factory):
-    from asarg.processing.synthcxr.dataset import write_dataset
-
-    root = tmp_path_factory.mktemp("synthcxr")
-    write_dataset(root, n=16, size=64)
-    return root
-
-
-@pytest.fixture(scope="module")
-def sft():
-    spec = importlib.util.spec_from_file_location("sft_asarg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_main(sft, synthcxr, out, *overrides):

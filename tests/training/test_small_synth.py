@@ -12,22 +12,13 @@ from conftest import xray_like
 
 from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
 from asarg.training import segmenter as seg_training
-from asarg.training.small_synth import SmallSynthSpec, build_arm_checkpoints
+from asarg.training.reproduce import QUICK
+from asarg.training.small_synth import build_arm_checkpoints
 from asarg.training.vision_pretraining import pretrain_vision_tower
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor
 from modeling_asarg.convert_cxas_weights import load_converted_segmenter
 
-TOY = SmallSynthSpec(
-    image_size=32,
-    patch_size=8,
-    vision_hidden=16,
-    vision_layers=1,
-    vision_heads=2,
-    text_hidden=16,
-    text_layers=1,
-    text_heads=2,
-    vocab_size=300,
-)
+TOY = QUICK.spec  # the pipeline's own toy size
 SEG = {"size": 32, "epochs": 2, "batch_size": 8, "widths": (4, 8), "feature_channels": 4}
 
 

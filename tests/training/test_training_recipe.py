@@ -6,7 +6,6 @@ in-process because each fresh interpreter pays ~10 s of imports on the 2-core CI
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,24 +19,6 @@ peft = pytest.importorskip("peft")
 
 RECIPE = REPO / "training" / "recipes" / "synthcxr_tiny_cpu.yaml"
 SCRIPT = REPO / "training" / "sft_asarg.py"
-
-
-@pytest.fixture(scope="module")
-def synthcxr(tmp_path_factory):
-    from asarg.processing.synthcxr.dataset import write_dataset
-
-    root = tmp_path_factory.mktemp("synthcxr")
-    write_dataset(root, n=16, size=64)
-    return root
-
-
-@pytest.fixture(scope="module")
-def sft():
-    spec = importlib.util.spec_from_file_location("sft_asarg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_recipe(*overrides: str, script: tuple[str, ...] = (str(SCRIPT),)) -> subprocess.CompletedProcess:
