@@ -31,12 +31,13 @@ from .modeling_asarg import (
 from .processing_asarg import AsargProcessor
 
 AutoConfig.register("asarg", AsargConfig, exist_ok=True)
-AutoModel.register(AsargConfig, AsargModel, exist_ok=True)
+# AutoModel gives the generating model (as for InternVL, MiniCPM-V): `AutoModel.from_pretrained("org/asarg",
+# trust_remote_code=True)` must write reports. The base model stays reachable as `model.model` (AsargModel).
+AutoModel.register(AsargConfig, AsargForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(AsargConfig, AsargForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(AsargConfig, AsargProcessor, exist_ok=True)
 
 AsargConfig.register_for_auto_class()
-AsargModel.register_for_auto_class("AutoModel")
 AsargForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 AsargProcessor.register_for_auto_class("AutoProcessor")
 

@@ -464,6 +464,9 @@ class AsargConfig(LlavaConfig):
     missing_seg_inputs (`"warn"` or `"error"`): what inference does when the config uses segmentation but no seg
         input reached the model (and the built-in segmenter cannot run): `"warn"` logs a warning and uses zeros, which
         makes the seg columns inert (the LLaVA-baseline behaviour); `"error"` raises. Training always raises.
+    seg_map_dropout (`float`): in training only, the probability that each of a sample's K maps is removed (set to
+        zero, the model's "no map"), so that any subset of maps is an input the model has seen: what counterfactual
+        tracing and the Space's map switch feed it. 0 (default) turns it off.
     """
 
     model_type = "asarg"
@@ -484,6 +487,7 @@ class AsargConfig(LlavaConfig):
     seg_map_activation: Literal["threshold", "sigmoid"] = "threshold"
     freeze_segmenter: bool = True
     missing_seg_inputs: Literal["warn", "error"] = "warn"
+    seg_map_dropout: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # turns a dict `segmenter_config` into an `AsargSegmenterConfig`
@@ -549,6 +553,8 @@ class AsargConfig(LlavaConfig):
         return None
 
     def _check_seg_fields(self) -> None:
+        if not 0.0 <= self.seg_map_dropout < 1.0:
+            raise ValueError(f"seg_map_dropout is a probability in [0, 1), got {self.seg_map_dropout}.")
         if self.num_seg_classes < 1:
             raise ValueError(f"num_seg_classes must be >= 1, got {self.num_seg_classes}.")
         if self.seg_feature_channels < 1:

@@ -46,7 +46,7 @@ _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "l
 # Written into config.json on save so that every Auto class resolves to these files with trust_remote_code.
 AUTO_MAP = {
     "AutoConfig": "configuration_asarg.AsargConfig",
-    "AutoModel": "modeling_asarg.AsargModel",
+    "AutoModel": "modeling_asarg.AsargForConditionalGeneration",  # the owner's line must give a model that generates
     "AutoModelForImageTextToText": "modeling_asarg.AsargForConditionalGeneration",
 }
 
@@ -576,10 +576,19 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             columns.append(_pool_to_grid(seg_features, grid))
         if config.use_seg_maps:
             self._check_seg_tensor("seg_maps", seg_maps, config.num_seg_classes, batch)
-            columns.append(_pool_to_grid(seg_maps, grid))
+            columns.append(self._drop_maps(_pool_to_grid(seg_maps, grid)))
         seg_tokens = torch.cat(columns, dim=-1)
         self._check_seg_values(seg_tokens, seg_maps if config.use_seg_maps else None, sources)
         return seg_tokens
+
+    def _drop_maps(self, pooled_maps: torch.Tensor) -> torch.Tensor:
+        """Map dropout (`config.seg_map_dropout`, training only): whole maps of a sample set to zero, as if absent.
+        Done after pooling, which is the same as before it (pooling is linear) and K times cheaper."""
+        p = self.config.seg_map_dropout
+        if not self.training or not p:
+            return pooled_maps
+        keep = torch.rand(pooled_maps.shape[0], 1, pooled_maps.shape[2], device=pooled_maps.device) >= p
+        return pooled_maps * keep
 
     # ---- vision + seg -> projected image tokens ---------------------------------------------------------------------
 

@@ -51,12 +51,14 @@ FRESH_PROCESS = textwrap.dedent(
     folder, image_path, prompt, out_path = sys.argv[1:5]
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    owner = AutoModel.from_pretrained(folder, trust_remote_code=True)  # the owner's usage line, verbatim
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     inputs = processor(images=Image.open(image_path), text=prompt, return_tensors="pt")
     tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    owner_tokens = owner.eval().generate(**inputs, max_new_tokens=6, do_sample=False)
     json.dump({
-        "config": type(config).__name__, "model": type(model).__name__, "base": type(base).__name__,
+        "config": type(config).__name__, "model": type(model).__name__, "owner": type(owner).__name__,
+        "base": type(owner.model).__name__, "owner_tokens": owner_tokens.tolist(),
         "processor": type(processor).__name__, "module": type(model).__module__,
         "tokens": tokens.tolist(), "inputs": sorted(inputs),
     }, open(out_path, "w"))
@@ -99,7 +101,7 @@ def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_as
     assert config["model_type"] == "asarg"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_asarg.AsargConfig",
-        "AutoModel": "modeling_asarg.AsargModel",
+        "AutoModel": "modeling_asarg.AsargForConditionalGeneration",
         "AutoModelForImageTextToText": "modeling_asarg.AsargForConditionalGeneration",
     }
     processor_config = json.loads((folder / "processor_config.json").read_text())
@@ -109,12 +111,14 @@ def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_as
     expected = model.generate(**processor(images=xray_like(), text=prompt, return_tensors="pt"), max_new_tokens=6)
     result = generate_in_fresh_process(folder, prompt, tmp_path)
     assert result["module"].startswith("transformers_modules")
-    assert (result["config"], result["model"], result["base"], result["processor"]) == (
+    assert (result["config"], result["model"], result["owner"], result["base"], result["processor"]) == (
         "AsargConfig",
+        "AsargForConditionalGeneration",
         "AsargForConditionalGeneration",
         "AsargModel",
         "AsargProcessor",
     )
+    assert result["owner_tokens"] == expected.tolist()  # AutoModel (the owner's line) writes the same report
     assert "seg_pixel_values" in result["inputs"]
     assert result["tokens"] == expected.tolist()
 
@@ -127,7 +131,7 @@ def test_local_auto_classes_resolve_to_the_package(make_asarg, tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path)
     assert type(loaded).__module__ == "modeling_asarg.modeling_asarg"
-    assert type(AutoModel.from_pretrained(tmp_path)).__name__ == "AsargModel"
+    assert type(AutoModel.from_pretrained(tmp_path)).__name__ == "AsargForConditionalGeneration"
     assert type(AutoProcessor.from_pretrained(tmp_path)).__name__ == "AsargProcessor"
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
