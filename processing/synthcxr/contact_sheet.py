@@ -50,27 +50,33 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _caption(study, width_px: int, font) -> str:
+    """Id, CTR and labels (positive, uncertain), then the report, wrapped to the tile's width."""
+    pos = [o for o, v in study.labels.items() if v == 1]
+    unc = [o for o, v in study.labels.items() if v == -1]
+    head = f"{study.id}  CTR {study.measurements['ctr']:.2f}  | 1: {', '.join(pos) or '-'}"
+    head += f" | -1: {', '.join(unc)}" if unc else ""
+    width = int(width_px / (font.size * 0.5))
+    return textwrap.fill(head, width=width) + "\n" + textwrap.fill(study.report, width=width)
+
+
 def contact_sheet(seed: int = 0, start: int = 0, n: int = 8, size: int = 256, cols: int = 4) -> Image.Image:
-    tile_w, text_h = 2 * size, int(size * 0.95)
+    """Film and overlay side by side for `n` studies, each row as tall as its longest caption needs."""
+    tile_w, font = 2 * size, _font(max(9, size // 22))
+    studies = [generate_study(seed, start + k, size) for k in range(n)]
+    captions = [_caption(st, tile_w - 8, font) for st in studies]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    heights = [measure.multiline_textbbox((0, 0), c, font=font, spacing=2)[3] + 10 for c in captions]
     rows = (n + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * tile_w, rows * (size + text_h)), (255, 255, 255))
-    draw, font = ImageDraw.Draw(sheet), _font(max(9, size // 22))
-    for k in range(n):
-        st = generate_study(seed, start + k, size)
-        x, y = (k % cols) * tile_w, (k // cols) * (size + text_h)
+    row_heights = [size + max(heights[r * cols : (r + 1) * cols]) for r in range(rows)]
+    tops = [sum(row_heights[:r]) for r in range(rows)]
+    sheet = Image.new("RGB", (cols * tile_w, sum(row_heights)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (st, caption) in enumerate(zip(studies, captions)):
+        x, y = (k % cols) * tile_w, tops[k // cols]
         sheet.paste(Image.fromarray(st.image).convert("RGB"), (x, y))
         sheet.paste(overlay(st.image, st.mask_names, st.masks, st.findings), (x + size, y))
-        pos = [o for o, v in st.labels.items() if v == 1]
-        unc = [o for o, v in st.labels.items() if v == -1]
-        head = f"{st.id}  CTR {st.measurements['ctr']:.2f}  | 1: {', '.join(pos) or '-'}" + (
-            f" | -1: {', '.join(unc)}" if unc else ""
-        )
-        body = (
-            textwrap.fill(head, width=int(tile_w / (font.size * 0.5)))
-            + "\n"
-            + textwrap.fill(st.report, width=int(tile_w / (font.size * 0.5)))
-        )
-        draw.multiline_text((x + 4, y + size + 3), body, fill=(0, 0, 0), font=font, spacing=2)
+        draw.multiline_text((x + 4, y + size + 4), caption, fill=(0, 0, 0), font=font, spacing=2)
     return sheet
 
 

@@ -24,3 +24,14 @@ def test_contact_sheet_command(tmp_path):
     assert main(["contact-sheet", "--out", str(path), "--n", "2", "--size", "96", "--cols", "2"]) == 0
     img = Image.open(path)
     assert img.size[0] == 2 * 2 * 96 and img.mode == "RGB"
+
+
+def test_contact_sheet_rows_are_as_tall_as_their_captions(tmp_path):
+    """No empty band: each row's caption area ends just below its last line of text."""
+    import numpy as np
+
+    path = tmp_path / "sheet.png"
+    assert main(["contact-sheet", "--out", str(path), "--n", "4", "--size", "128", "--cols", "2"]) == 0
+    pixels = np.asarray(Image.open(path).convert("L"))
+    inked_rows = np.flatnonzero((pixels < 128).any(axis=1))
+    assert pixels.shape[0] - inked_rows.max() <= 16, "white space below the last caption"
