@@ -122,6 +122,14 @@ def pad_to_square(image: Image.Image) -> Image.Image:
     return canvas
 
 
+def seg_pixel_array(image: Image.Image, side: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """`(3, side, side)` float32 input of the built-in segmenter for an (already squared) RGB image: bilinear resize,
+    then normalisation. The one definition shared by the processor, the seg cache and segmenter training."""
+    array = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR), np.float32) / 255.0
+    array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return array.transpose(2, 0, 1)
+
+
 def _flatten_images(images) -> list:
     if isinstance(images, (list, tuple)):
         return [leaf for item in images for leaf in _flatten_images(item)]
@@ -219,10 +227,7 @@ class AsargProcessor(LlavaProcessor):
         return BatchFeature({**outputs, **extra}, tensor_type=tensor_type)
 
     def _seg_pixels(self, image: Image.Image) -> np.ndarray:
-        side = self.seg_image_size
-        array = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR), np.float32) / 255.0
-        array = (array - np.asarray(self.seg_image_mean, np.float32)) / np.asarray(self.seg_image_std, np.float32)
-        return array.transpose(2, 0, 1)
+        return seg_pixel_array(image, self.seg_image_size, self.seg_image_mean, self.seg_image_std)
 
     def _pool_masks(self, segmentation_maps, images: list[Image.Image], grid: tuple[int, int]) -> np.ndarray:
         stacks = (
@@ -273,4 +278,11 @@ class AsargProcessor(LlavaProcessor):
         return F.adaptive_avg_pool2d(masks[None], grid)[0].numpy()
 
 
-__all__ = ["AsargProcessor", "DEFAULT_CHAT_TEMPLATE", "min_max_to_uint8", "pad_to_square", "to_rgb_image"]
+__all__ = [
+    "AsargProcessor",
+    "DEFAULT_CHAT_TEMPLATE",
+    "min_max_to_uint8",
+    "pad_to_square",
+    "seg_pixel_array",
+    "to_rgb_image",
+]

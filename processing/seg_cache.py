@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modeling_asarg.processing_asarg import pad_to_square, to_rgb_image
+from modeling_asarg.processing_asarg import pad_to_square, seg_pixel_array, to_rgb_image
 
 from .atomic import atomic_write
 from .image_io import load_image
@@ -285,7 +285,8 @@ class SegCache:
         processor = self.processor
         squared = [pad_to_square(rgb) for rgb in rgbs] if processor.pad_to_square else rgbs
         # The processor's own segmenter transform, so cached and online inputs are the same pixels.
-        pixels = torch.from_numpy(np.stack([processor._seg_pixels(image) for image in squared]))
+        side, mean, std = processor.seg_image_size, processor.seg_image_mean, processor.seg_image_std
+        pixels = torch.from_numpy(np.stack([seg_pixel_array(image, side, mean, std) for image in squared]))
         with _eval_mode(segmenter):
             seg = self.model.run_segmenter(pixels)
         # The model's own pooling (`_pool_to_grid` is adaptive_avg_pool2d): pooled once here, identity in the model.

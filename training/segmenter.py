@@ -35,7 +35,7 @@ from asarg.processing.synthcxr.dataset import load_masks, read_manifest
 from modeling_asarg import build_segmenter
 from modeling_asarg.configuration_asarg import IMAGENET_MEAN, IMAGENET_STD, AsargSegmenterConfig
 from modeling_asarg.convert_cxas_weights import load_converted_segmenter, save_segmenter
-from modeling_asarg.processing_asarg import pad_to_square, to_rgb_image
+from modeling_asarg.processing_asarg import pad_to_square, seg_pixel_array, to_rgb_image
 
 STATE_FILE = "last.pt"
 DICE_FILE = "dice.json"
@@ -43,9 +43,7 @@ DICE_FILE = "dice.json"
 
 def segmenter_inputs(image, size: int) -> np.ndarray:
     """(3, size, size) float32: what `AsargProcessor` gives the built-in segmenter for this image."""
-    square = pad_to_square(to_rgb_image(image)).resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(square, np.float32) / 255.0
-    return ((array - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)).transpose(2, 0, 1)
+    return seg_pixel_array(pad_to_square(to_rgb_image(image)), size)
 
 
 def load_split(root, split: str, size: int, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
