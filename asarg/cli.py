@@ -20,6 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("asarg.processing.synthcxr.cli", "generate the SynthCXR benchmark"),
     "contact-sheet": ("asarg.processing.synthcxr.contact_sheet", "PNG of SynthCXR examples with mask overlays"),
     "train-segmenter": ("asarg.training.segmenter", "train the built-in U-Net specialist on SynthCXR anatomy masks"),
+    "finetune": ("asarg.training.finetune", "fine-tune an ASaRG model on your own images + reports (TRL recipe)"),
+    "push": ("asarg.publish", "write a checkpoint's Hub folder with its model card and upload it (--dry-run)"),
+    "push-metric": (
+        "asarg.evaluation.metric_bundle",
+        "publish the CheXpert CE metric as a self-contained evaluate Space",
+    ),
 }
 
 

@@ -1,10 +1,14 @@
 """`asarg generate`: chest X-ray images in, reports out.
 
-    asarg generate cxr.png study.dcm --model DIR_OR_HUB_ID [--json] [--out FILE]
+    asarg generate cxr.png study.dcm [--model DIR_OR_HUB_ID] [--ground [--top 5]] [--json] [--out FILE]
 
-`generate_reports` is the batched function behind it (also used by the reproduction pipeline). Images are read with
-`asarg.processing.image_io.load_image` (PNG/JPEG 8/16-bit, DICOM); a file that cannot be read is reported by name and
-the others still run (the exit status is 1 then). `--json` writes JSON Lines: `{"image": path, "report": text}`.
+`generate_reports` is the batched function behind it (also used by the reproduction pipeline). Without `--model` the
+model shipped inside the package is used (`asarg.models.resolve_model`). Images are read with
+`asarg.processing.image_io.load_image` (PNG/JPEG 8/16-bit, DICOM) one batch at a time; a file that cannot be read is
+reported by name and the others still run (the exit status is 1 then; 2 when there is no model to run). `--json`
+writes JSON Lines: `{"image": path, "report": text}`. `--ground` adds, per sentence, its CheXpert labels and the
+anatomy it was traced to, with scores and pixel boxes (`asarg.evaluation.grounding.ground_report`; with `--json` the
+line is that dict plus "image"). A progress bar goes to stderr when it is a terminal, or with `--progress`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -62,47 +67,130 @@ def load_for_generation(model_id: str):
     return model.eval(), processor
 
 
-def _read_images(paths: list[str]) -> tuple[list, list[str], list[str]]:
-    """(images, their paths, error lines) — a bad file costs only itself."""
+def _read_image(path: str):
+    """(image, None) or (None, error line): a bad file costs only itself."""
     from asarg.processing.image_io import load_image
 
-    images, good, errors = [], [], []
-    for path in paths:
-        try:
-            images.append(load_image(path))
-            good.append(path)
-        except (OSError, ValueError) as error:
-            errors.append(f"asarg generate: {path}: {error}")
-    return images, good, errors
+    try:
+        return load_image(path), None
+    except (OSError, ValueError) as error:
+        return None, f"asarg generate: {path}: {error}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="asarg generate", description=__doc__.split("\n\n")[0])
     p.add_argument("images", nargs="+", help="PNG / JPEG / DICOM files")
-    p.add_argument("--model", required=True, help="an ASaRG checkpoint folder or Hub id (trust_remote_code)")
+    p.add_argument("--model", help="an ASaRG checkpoint folder or Hub id (default: the model shipped with asarg)")
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=160)
-    p.add_argument("--json", action="store_true", help="write JSON Lines {image, report} instead of text")
+    p.add_argument("--ground", action="store_true", help="per sentence: CheXpert labels and traced anatomy with boxes")
+    p.add_argument("--top", type=int, default=5, help="structures shown per sentence with --ground")
+    p.add_argument("--json", action="store_true", help="write JSON Lines, one object per image")
     p.add_argument("--out", help="write here instead of standard output")
+    p.add_argument("--progress", action="store_true", help="progress bar on stderr even when it is not a terminal")
     args = p.parse_args(argv)
-    images, paths, errors = _read_images(args.images)
-    for line in errors:
-        print(line, file=sys.stderr)
-    model, processor = load_for_generation(args.model)
-    reports = generate_reports(model, processor, images, args.prompt, args.batch_size, args.max_new_tokens)
-    if args.json:
-        lines = [json.dumps({"image": path, "report": report}) for path, report in zip(paths, reports)]
-    else:
-        lines = [f"{path}\t{report}" for path, report in zip(paths, reports)]
-    output = "\n".join(lines) + ("\n" if lines else "")
-    if args.out:
-        from pathlib import Path
+    if args.batch_size < 1 or args.top < 1:
+        p.error("--batch-size and --top must be at least 1")
+    return args
 
-        Path(args.out).write_text(output, encoding="utf-8")
-    else:
-        sys.stdout.write(output)
-    return 1 if errors else 0
+
+def _sentence_line(sentence: dict) -> str:
+    """One indented line: the sentence, its labels, its structures with score and box."""
+    labels = ", ".join(f"{o}: {v}" for o, v in sentence["labels"].items()) or "no finding"
+    structures = "; ".join(
+        f"{s['name']} {s['score']:.3f} {s['box'] if s['box'] is not None else '(no mask)'}"
+        for s in sentence["structures"]
+    )
+    return f"    {sentence['text']}  [{labels}]  {structures}"
+
+
+def _format(path: str, result: dict, as_json: bool) -> str:
+    """The output for one image: a JSON line, or `path<TAB>report` plus one indented line per grounded sentence."""
+    if as_json:
+        return json.dumps({"image": path, **result}) + "\n"
+    lines = [f"{path}\t{result['report']}"] + [_sentence_line(s) for s in result.get("sentences", [])]
+    return "\n".join(lines) + "\n"
+
+
+def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], list[str]]:
+    """(output chunks, error lines) of one batch of files: reports generated together, then grounded one by one."""
+    from asarg.evaluation.grounding import ground_report
+
+    good, images, errors = [], [], []
+    for path in paths:
+        image, error = _read_image(path)
+        errors += [error] if error else []
+        if not error:
+            good.append(path)
+            images.append(image)
+    reports = generate_reports(model, processor, images, args.prompt, args.batch_size, args.max_new_tokens)
+    chunks = []
+    for path, image, report in zip(good, images, reports):
+        result = {"report": report}
+        if args.ground:
+            try:
+                result = ground_report(model, processor, image, report, top=args.top, prompt=args.prompt)
+            except ValueError as error:  # the report is still written, ungrounded
+                errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
+        chunks.append(_format(path, result, args.json))
+    return chunks, errors
+
+
+def _load(args):
+    """(model, processor), or (None, error line) when the model cannot be found or cannot ground."""
+    from asarg.models import resolve_model
+
+    try:
+        model, processor = load_for_generation(resolve_model(args.model))
+    # No embedded default model, no such folder or Hub repository, not a checkpoint, a damaged one (CheckpointError
+    # is a ValueError): each message says why, and a traceback would add nothing.
+    except (OSError, ValueError) as error:
+        return None, f"asarg generate: {error}"
+    if args.ground:
+        from asarg.evaluation.grounding import check_segmentable, check_traceable
+
+        try:
+            check_traceable(model)
+            check_segmentable(model, processor)
+        except ValueError as error:
+            return None, f"asarg generate: --ground: {error}"
+    return (model, processor), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    args = _parse(argv)
+    loaded, problem = _load(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    model, processor = loaded
+    show = args.progress or sys.stderr.isatty()
+    failed = 0
+    bar = tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=not show)
+    with _output(args.out) as out, bar:
+        for start in range(0, len(args.images), args.batch_size):
+            paths = args.images[start : start + args.batch_size]
+            chunks, errors = _run_batch(model, processor, paths, args)
+            for line in errors:
+                bar.write(line, file=sys.stderr)  # above the bar, not through it
+            out.write("".join(chunks))
+            out.flush()
+            failed += len(errors)
+            bar.update(len(paths))
+    return 1 if failed else 0
+
+
+@contextmanager
+def _output(path: str | None):
+    """The output stream: standard output, or a file written as the images are done."""
+    if path is None:
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8") as stream:
+        yield stream
 
 
 __all__ = ["generate_reports", "load_for_generation"]

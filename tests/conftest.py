@@ -129,3 +129,18 @@ def sft():
     from asarg.training import sft_asarg
 
     return sft_asarg
+
+
+@pytest.fixture(scope="session")
+def quick_model(tmp_path_factory):
+    """A small trained features+maps checkpoint with map dropout (`asarg reproduce --quick --default-model`: the
+    default model's pipeline at toy sizes, ~15 s), with its `scores.json` beside it."""
+    import shutil
+
+    from asarg.training.reproduce import main
+
+    out = tmp_path_factory.mktemp("quick-reproduce")
+    assert main(["--out", str(out), "--quick", "--default-model"]) == 0
+    run = out / "default" / "run"
+    shutil.copy2(out / "default" / "scores.json", run / "scores.json")
+    return run

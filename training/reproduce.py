@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class ReproduceSettings:
     segmenter_epochs: int = 8
     vision_epochs: int = 12
     spec: SmallSynthSpec = SMALL_SYNTH
+    continued_steps: int = 400  # `--continued`: extra steps from the trained baseline (continued.py)
+    continued_learning_rate: float = 3e-4
 
 
 QUICK = ReproduceSettings(
@@ -59,6 +62,7 @@ QUICK = ReproduceSettings(
     data={"rg": (60, 0), "segmenter": (30, 101), "vision": (30, 202)},
     segmenter_epochs=1,
     vision_epochs=1,
+    continued_steps=2,
     spec=SmallSynthSpec(
         image_size=32,
         patch_size=8,
@@ -106,8 +110,11 @@ def prepare_models(out: Path, folders: dict[str, Path], settings: ReproduceSetti
     return init
 
 
-def train_run(run_dir: Path, init: Path, data: Path, size: int, seed: int, settings: ReproduceSettings) -> None:
-    """One SFT run of the recipe in a child process; `--resume_from_checkpoint true` continues a killed run."""
+def train_run(
+    run_dir: Path, init: Path, data: Path, size: int, seed: int, settings: ReproduceSettings, extra: Sequence[str] = ()
+) -> None:
+    """One SFT run of the recipe in a child process; `--resume_from_checkpoint true` continues a killed run. `extra`:
+    more recipe overrides (`--learning_rate 3e-4`)."""
     command = [
         sys.executable,
         "-m",
@@ -135,6 +142,7 @@ def train_run(run_dir: Path, init: Path, data: Path, size: int, seed: int, setti
         "--logging_steps",
         str(max(settings.steps // 16, 1)),
     ]
+    command += list(extra)
     if any(run_dir.glob("checkpoint-*")):  # killed before: continue from its newest complete checkpoint
         command += ["--resume_from_checkpoint", "true"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -143,8 +151,8 @@ def train_run(run_dir: Path, init: Path, data: Path, size: int, seed: int, setti
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def evaluate_run(run_dir: Path, test: list[dict], data: Path) -> dict:
-    """Greedy reports for the test studies, written with their CE labels' scores to `result.json`."""
+def evaluate_run(run_dir: Path, test: list[dict], data: Path, name: str = "result.json") -> dict:
+    """Greedy reports for the test studies, written with their CE labels' scores to `run_dir / name`."""
     from PIL import Image
 
     from asarg.evaluation.clinical_efficacy import compute_ce
@@ -154,7 +162,7 @@ def evaluate_run(run_dir: Path, test: list[dict], data: Path) -> dict:
     images = [Image.open(data / rec["image"]).convert("L") for rec in test]
     reports = generate_reports(model, processor, images, batch_size=16)
     result = {"reports": reports, "ce": compute_ce(reports, [rec["findings_text"] for rec in test])}
-    atomic_write(run_dir / "result.json", json.dumps(result, indent=1).encode())
+    atomic_write(run_dir / name, json.dumps(result, indent=1).encode())
     return result
 
 
@@ -192,6 +200,32 @@ def reproduce(out, settings: ReproduceSettings = ReproduceSettings()) -> dict:
     return write_tables(out, results, blind, [rec["findings_text"] for rec in test], settings)
 
 
+def continued(out, settings: ReproduceSettings) -> dict:
+    """The grown-from-the-trained-baseline regime for every finished baseline run; `continued.{json,md,png}`."""
+    from .continued import CONTINUED, run_continued
+    from .reproduce_table import write_tables
+
+    out = Path(out)
+    folders = make_data(out, settings)
+    steps, lr = settings.continued_steps, settings.continued_learning_rate
+    results = run_continued(out, folders, settings, steps, lr)
+    done = replace(settings, train_sizes=tuple(sorted({size for size, _, _ in results}, reverse=True)))
+    test = read_manifest(folders["rg"], "test")[: settings.test_studies]
+    references = [rec["findings_text"] for rec in test]
+    arms = tuple(CONTINUED)
+    return write_tables(out, results, {}, references, replace(done, arms=arms), name="continued", control=arms[0])
+
+
+def default_model(out, settings: ReproduceSettings, quick: bool = False) -> dict:
+    """Stages 1-4, then the embedded default model (`training/default_model.py`) instead of the grid."""
+    from .default_model import QUICK_DEFAULT, DefaultModelSettings, train_default_model
+
+    out = Path(out)
+    folders = make_data(out, settings)
+    prepare_models(out, folders, replace(settings, arms=tuple(ARMS)))
+    return train_default_model(out, settings, QUICK_DEFAULT if quick else DefaultModelSettings())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="asarg reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="results folder; a rerun continues where the last one stopped")
@@ -200,11 +234,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-sizes", type=int, nargs="+", help="override the training-set sizes")
     p.add_argument("--steps", type=int, help="override the optimiser steps per run")
     p.add_argument("--arms", nargs="+", choices=list(ARMS), help="override the arms (the baseline is needed)")
+    p.add_argument(
+        "--default-model", action="store_true", help="instead of the grid: train and score the embedded default model"
+    )
+    p.add_argument("--export", help="with --default-model: write the embedded model folder here (asarg/default_model)")
+    p.add_argument(
+        "--continued",
+        action="store_true",
+        help="after the grid's baselines: the grown-from-LLaVA regime (continued.py)",
+    )
     args = p.parse_args(argv)
     settings = QUICK if args.quick else ReproduceSettings()
     overrides = {"seeds": args.seeds, "train_sizes": args.train_sizes, "steps": args.steps, "arms": args.arms}
     settings = replace(settings, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v})
-    tables = reproduce(args.out, settings)
+    if args.default_model:
+        scores = default_model(args.out, settings, quick=args.quick)
+        if args.export:
+            from .default_model import export
+
+            print(f"embedded model written to {export(Path(args.out), Path(args.export))}")
+        print(json.dumps({k: scores[k] for k in ("studies", "margin_over_best_image_blind")}, indent=1))
+        return 0
+    tables = continued(args.out, settings) if args.continued else reproduce(args.out, settings)
     print(tables["markdown"])
     return 0
 

@@ -32,7 +32,7 @@ def _seed_test(arm: list[float], base: list[float]) -> dict:
     return {"mean_difference": float(diff.mean()), "wins": int((diff > 0).sum()), "seeds": len(diff), "p_ttest": p}
 
 
-def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str]) -> dict:
+def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str], control: str = "baseline") -> dict:
     ce = [results[(size, s, arm)]["ce"] for s in seeds]
     row = {
         "size": size,
@@ -42,12 +42,12 @@ def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str]) -
         "per_label_f1": {label: _summary([c["per_label"][label]["f1"] for c in ce]) for label in FOCUS},
         "distinct_reports": _summary([len(set(results[(size, s, arm)]["reports"])) for s in seeds]),
     }
-    if arm != "baseline" and all((size, s, "baseline") in results for s in seeds):
+    if arm != control and all((size, s, control) in results for s in seeds):
         arm_reports = [r for s in seeds for r in results[(size, s, arm)]["reports"]]
-        base_reports = [r for s in seeds for r in results[(size, s, "baseline")]["reports"]]
+        base_reports = [r for s in seeds for r in results[(size, s, control)]["reports"]]
         pooled = compare_systems(arm_reports, base_reports, references * len(seeds), n_resamples=2000)
         row["vs_baseline_studies"] = {k: pooled[k] for k in ("score_a", "score_b", "bootstrap", "permutation")}
-        base_micro = [results[(size, s, "baseline")]["ce"]["f1_micro"] for s in seeds]
+        base_micro = [results[(size, s, control)]["ce"]["f1_micro"] for s in seeds]
         row["vs_baseline_seeds"] = _seed_test(row["f1_micro"]["per_seed"], base_micro)
     return row
 
@@ -78,7 +78,7 @@ def _p(value) -> str:
     return "" if value is None or value != value else f"{value:.3g}"
 
 
-def _plot(out: Path, rows: list[dict]) -> None:
+def _plot(path: Path, rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,13 +102,22 @@ def _plot(out: Path, rows: list[dict]) -> None:
     ax.set_ylabel("CE micro-F1 (mean ± sd over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_tables(out: Path, results: dict, blind_reports: dict[str, str], references: list[str], settings) -> dict:
+def write_tables(
+    out: Path,
+    results: dict,
+    blind_reports: dict[str, str],
+    references: list[str],
+    settings,
+    name: str = "results",
+    control: str = "baseline",
+) -> dict:
+    """`<name>.json/.md/.png` for `settings`' sizes x arms; p-values compare each arm with `control`."""
     rows = [
-        _arm_row(results, size, arm, settings.seeds, references)
+        _arm_row(results, size, arm, settings.seeds, references, control)
         for size in settings.train_sizes
         for arm in settings.arms
     ]
@@ -118,7 +127,7 @@ def write_tables(out: Path, results: dict, blind_reports: dict[str, str], refere
         blind.append({"system": name, "report": report, **{k: ce[k] for k in ("f1_micro", "f1_macro", "per_label")}})
     markdown = _markdown(rows, blind)
     payload = {"rows": rows, "image_blind": blind, "markdown": markdown}
-    atomic_write(Path(out) / "results.json", json.dumps(payload, indent=2).encode())
-    atomic_write(Path(out) / "results.md", (markdown + "\n").encode())
-    _plot(Path(out), rows)
+    atomic_write(Path(out) / f"{name}.json", json.dumps(payload, indent=2).encode())
+    atomic_write(Path(out) / f"{name}.md", (markdown + "\n").encode())
+    _plot(Path(out) / f"{name}.png", rows)
     return payload

@@ -21,8 +21,9 @@ def read_phrases(path: Path) -> list[str]:
 
 
 def phrase_regex(phrases: list[str]) -> str:
-    # Longest first so that the alternation prefers "pleural fluid" over a shorter overlapping phrase.
-    ordered = sorted(set(phrases), key=len, reverse=True)
+    # Longest first so that the alternation prefers "pleural fluid" over a shorter overlapping phrase; ties by text,
+    # so the pattern (and hence any tie-break) is the same in every process (set order is hash-seeded).
+    ordered = sorted(set(phrases), key=lambda p: (-len(p), p))
     return r"\b(?:" + "|".join(f"(?:{p})" for p in ordered) + ")"
 
 

@@ -4,9 +4,10 @@ finds in generated vs reference chest X-ray reports."""
 import datasets
 import evaluate
 
-# The labeler and the maths live in the installed `asarg` package (`asarg.evaluation`), so this script stays a
-# thin shell and nothing is copied: evaluate's loader only copies single-file relative imports, and the labeler is a
-# package with phrase-list data files. The "From:" comment names the pip package in evaluate's missing-import error.
+# The labeler and the maths have one copy, in the `asarg` package; in the repository this script imports it. The
+# published copy (`asarg push-metric`, asarg.evaluation.metric_bundle) imports it from a generated sibling module,
+# `.clinical_efficacy`, because evaluate's loader fetches a script's single-file relative imports and no packages or
+# data files. Here, the "From:" comment names the pip package in evaluate's missing-import error.
 from asarg.evaluation.clinical_efficacy import check_pair, compute_ce, validate_batch  # From: asarg
 
 _CITATION = """\

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,14 +14,22 @@ from asarg.evaluation.grounding import (
     StructureDrop,
     _chance,
     _chat_text,
+    _mask_box,
     _report_token_positions,
+    _resize_maps,
+    generate_without,
+    ground_report,
     match_findings,
     score_grounding,
+    segment_image,
     split_sentences,
+    structure_groups,
+    to_radfact,
     token_sentence_ids,
     trace_report,
     trace_to_json,
 )
+from asarg.generate import generate_reports
 from tests.conftest import xray_like
 
 REPORT = "The heart size is normal. The lungs are clear.\nNo pleural effusion or pneumothorax."
@@ -142,6 +152,137 @@ def test_segmenter_runs_once_and_batching_does_not_change_drops(make_asarg):
         assert all(abs(da[k] - db[k]) <= 1e-5 for k in da)
         assert any(d != 0 for d in da.values())
     assert model.training is False
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+def test_vision_tower_runs_once_and_drops_equal_the_per_row_forward(make_asarg, strategy):
+    model, processor = make_asarg(live_seg=True, vision_feature_select_strategy=strategy)  # segmenter, maps, features
+    images = []  # images per vision-tower forward
+    handle = model.model.vision_tower.register_forward_hook(lambda m, args, out: images.append(args[0].shape[0]))
+    try:
+        shared = trace_report(model, processor, xray_like(), REPORT, batch_size=3)
+        assert images == [1]  # 4 structures in 2 forwards of 1 + 3 and 1 + 1 rows: still one image through the tower
+        per_row = trace_report(model, processor, xray_like(), REPORT, batch_size=3, _per_row_vision=True)
+        assert images == [1, 4, 2]  # the old path: the tower runs on every row
+    finally:
+        handle.remove()
+    for a, b in zip(shared, per_row):
+        assert a.log_likelihood == pytest.approx(b.log_likelihood, abs=1e-5)
+        da, db = dict((s.name, s.drop) for s in a.ranking), dict((s.name, s.drop) for s in b.ranking)
+        assert da.keys() == db.keys() and any(d != 0 for d in da.values())
+        assert torch.allclose(torch.tensor([da[k] for k in da]), torch.tensor([db[k] for k in da]), atol=1e-5)
+
+
+# ---- grounded output ----------------------------------------------------------------------------------------------------
+
+
+def test_resize_maps_undoes_the_square_padding():
+    maps = torch.zeros(1, 1, 32, 32)
+    maps[0, 0, :, 8:16] = 1  # columns 8..15 of the 32-pixel square
+    # A 30 x 40 (W x H) image sits in a 40-pixel square at left = 5: square columns [10, 20) -> image columns [5, 15).
+    resized = _resize_maps(maps, (30, 40), padded=True)
+    assert resized.shape == (1, 40, 30) and resized.dtype == np.float32
+    assert _mask_box(resized[0] > 0.5) == [5, 0, 15, 40]
+    assert _mask_box(_resize_maps(maps, (30, 40), padded=False)[0] > 0.5)[1::2] == [0, 40]  # squashed: full height
+    assert _mask_box(np.zeros((4, 4), bool)) is None
+
+
+def test_segment_image_gives_the_segmenters_maps_at_the_image_size(make_asarg):
+    model, processor = make_asarg()
+    image = xray_like(40, 30)
+    maps = segment_image(model, processor, image)
+    assert maps.shape == (4, 40, 30) and maps.dtype == np.float32
+    assert 0 <= maps.min() and maps.max() <= 1
+    seg = model.model.run_segmenter(processor(images=image, return_tensors="pt")["seg_pixel_values"])["maps"]
+    assert np.allclose(maps, _resize_maps(seg.detach(), (30, 40), padded=True))
+    assert model.training is False
+
+
+def test_ground_report_schema_labels_boxes_and_one_segmenter_pass(make_asarg):
+    model, processor = make_asarg(live_seg=True)
+    image = xray_like(40, 30)
+    report = "Small left pleural effusion. No pneumothorax.\nThe heart size is normal."
+    calls = []
+    handle = model.model.segmenter.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        grounded = ground_report(model, processor, image, report, top=2, structures={"pair": [0, 1], "two": [2]})
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert set(grounded) == {"report", "image_size", "labels", "sentences"} and grounded["image_size"] == [30, 40]
+    sentences = grounded["sentences"]
+    assert [s["text"] for s in sentences] == [t for t, _ in split_sentences(report)]
+    assert all(report[s["span"][0] : s["span"][1]] == s["text"] for s in sentences)
+    assert sentences[0]["labels"] == {"Pleural Effusion": "positive"}
+    assert sentences[1]["labels"] == {"Pneumothorax": "negative"}
+    assert grounded["labels"]["Pleural Effusion"] == "positive"
+    maps = segment_image(model, processor, image) > 0.5
+    expected = {"pair": _mask_box(maps[0] | maps[1]), "two": _mask_box(maps[2])}  # a group: its members' union
+    for sentence in sentences:
+        assert [s["name"] for s in sentence["structures"]] in (["pair", "two"], ["two", "pair"])
+        assert all(s["box"] == expected[s["name"]] for s in sentence["structures"])
+        assert all(isinstance(s["score"], float) for s in sentence["structures"])
+    json.dumps(grounded)  # JSON-ready
+
+
+def test_ground_report_generates_when_no_report_is_given(make_asarg):
+    model, processor = make_asarg(live_seg=True)
+    generated = generate_reports(model, processor, [xray_like()], max_new_tokens=6)[0]
+    grounded = ground_report(model, processor, xray_like(), max_new_tokens=6, structures="groups")
+    assert grounded["report"] == generated  # precomputed segmentation gives the model's own report
+    assert {s["name"] for s in grounded["sentences"][0]["structures"]} == {f"class_{i}" for i in range(4)}
+    assert structure_groups(model.config) == {}  # "groups" fell back to the maps: tiny channels form no CXAS group
+
+
+def test_ground_report_with_given_masks(driven_model):
+    model, processor = driven_model  # no built-in segmenter, maps only
+    masks = np.zeros((4, 40, 30), np.float32)
+    masks[DRIVER, 10:20, 3:9] = 1
+    grounded = ground_report(model, processor, xray_like(40, 30), REPORT, top=4, segmentation_maps=masks)
+    for sentence in grounded["sentences"]:
+        boxes = {s["name"]: s["box"] for s in sentence["structures"]}
+        assert boxes == {f"class_{DRIVER}": [3, 10, 9, 20]} | {f"class_{i}": None for i in range(4) if i != DRIVER}
+    with pytest.raises(ValueError, match="no built-in segmenter"):
+        ground_report(model, processor, xray_like(), REPORT)
+
+
+def test_to_radfact_boxes_only_asserted_sentences_normalised():
+    box = {"name": "lungs", "score": 1.0, "box": [5, 10, 15, 40]}
+    grounded = {
+        "report": "...",
+        "image_size": [30, 40],
+        "sentences": [
+            {"text": "Small effusion.", "labels": {"Pleural Effusion": "positive"}, "structures": [box, box]},
+            {"text": "No pneumothorax.", "labels": {"Pneumothorax": "negative"}, "structures": [box]},
+            {"text": "Possible edema.", "labels": {"Edema": "uncertain"}, "structures": [{**box, "box": None}]},
+        ],
+    }
+    normalised = {"x_min": 5 / 30, "y_min": 10 / 40, "x_max": 15 / 30, "y_max": 1.0}
+    assert to_radfact(grounded) == [
+        {"text": "Small effusion.", "boxes": [normalised]},
+        {"text": "No pneumothorax.", "boxes": None},
+        {"text": "Possible edema.", "boxes": None},  # RadFact refuses an empty list: None
+    ]
+    assert to_radfact(grounded, top=2)[0]["boxes"] == [normalised, normalised]
+
+
+def test_generate_without_feeds_the_named_maps_as_zero(make_asarg):
+    model, processor = make_asarg(live_seg=True)
+    seen = []
+    seg_linear = model.model.multi_modal_projector.seg_linear
+    handle = seg_linear.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        dropped = generate_without(model, processor, xray_like(), ["class_1", "class_3"], max_new_tokens=4)
+        full = generate_without(model, processor, xray_like(), [], max_new_tokens=4)
+    finally:
+        handle.remove()
+    maps = slice(model.config.seg_feature_channels, None)  # the seg columns: [features | maps]
+    assert seen[0][..., maps][..., [1, 3]].abs().sum() == 0 and seen[0][..., maps][..., [0, 2]].abs().sum() > 0
+    assert seen[-1][..., maps][..., [1, 3]].abs().sum() > 0
+    assert isinstance(dropped, str)
+    assert full == generate_reports(model, processor, [xray_like()], max_new_tokens=4)[0]
+    with pytest.raises(ValueError, match="Unknown structure"):
+        generate_without(model, processor, xray_like(), ["spleen"])
 
 
 def test_untraceable_inputs_raise(make_asarg):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import ast
 import filecmp
 import json
-import subprocess
 import sys
-import textwrap
 
 import torch
 from conftest import REPO, prompt_for, xray_like
+from fresh_process import generate_in_fresh_process
 
 HUB_FILES = ("configuration_asarg.py", "modeling_asarg.py", "processing_asarg.py")
 ALLOWED_TOP_LEVEL = {"torch", "transformers", "numpy", "PIL"} | set(sys.stdlib_module_names)
@@ -32,61 +31,6 @@ def test_hub_files_import_only_allowed_modules():
                 else:
                     root = node.module.split(".")[0]
                     assert root in ALLOWED_TOP_LEVEL, f"{name}: from {node.module} import ..."
-
-
-FRESH_PROCESS = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    class BlockRepository(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_asarg", "asarg", "processing"}:
-                raise ImportError(f"{name} must not be importable in this test")
-
-    sys.meta_path.insert(0, BlockRepository())
-    import torch
-    from PIL import Image
-    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
-
-    folder, image_path, prompt, out_path = sys.argv[1:5]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
-    owner = AutoModel.from_pretrained(folder, trust_remote_code=True)  # the owner's usage line, verbatim
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    inputs = processor(images=Image.open(image_path), text=prompt, return_tensors="pt")
-    tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    owner_tokens = owner.eval().generate(**inputs, max_new_tokens=6, do_sample=False)
-    json.dump({
-        "config": type(config).__name__, "model": type(model).__name__, "owner": type(owner).__name__,
-        "base": type(owner.model).__name__, "owner_tokens": owner_tokens.tolist(),
-        "processor": type(processor).__name__, "module": type(model).__module__,
-        "tokens": tokens.tolist(), "inputs": sorted(inputs),
-    }, open(out_path, "w"))
-    """
-)
-
-
-def generate_in_fresh_process(folder, prompt: str, tmp_path) -> dict:
-    """Load `folder` with trust_remote_code in a fresh process that cannot import this repository, and generate 6
-    greedy tokens for `xray_like()` and `prompt`: the loaded class names, the processor's outputs and the tokens."""
-    image_path = tmp_path / "xray.png"
-    xray_like().save(image_path)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    script = elsewhere / "load.py"
-    script.write_text(FRESH_PROCESS)
-    result_path = elsewhere / "result.json"
-    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(folder), str(image_path), prompt, str(result_path)],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(result_path.read_text())
 
 
 def test_save_pretrained_then_fresh_process_loads_with_trust_remote_code(make_asarg, tmp_path):

@@ -69,3 +69,27 @@ def test_kill_minus_9_then_rerun_gives_the_uninterrupted_table(tmp_path):
             for out in (clean, killed)
         ]
         assert reports[0] == reports[1], arm
+
+
+def test_continued_regime_grows_the_trained_baseline_and_tables_it_against_a_fair_control(tmp_path):
+    from safetensors.torch import load_file
+
+    from asarg.training.reproduce import main
+
+    out = tmp_path / "r"
+    assert main(["--out", str(out), "--quick", "--seeds", "0", "--arms", "baseline"]) == 0
+    assert main(["--out", str(out), "--quick", "--seeds", "0", "--continued"]) == 0  # grow() checks equal logits
+
+    grown = out / "init" / "n32-seed0-continued-features+maps"
+    config = json.loads((grown / "config.json").read_text())
+    assert config["use_seg_features"] and config["use_seg_maps"]
+    weights = load_file(grown / "model.safetensors")
+    assert not weights["model.multi_modal_projector.seg_linear.weight"].any()  # starts as the baseline
+    baseline = load_file(out / "runs" / "n32-seed0-baseline" / "model.safetensors")
+    shared = [k for k in baseline if "seg_linear" not in k]
+    assert all(baseline[k].equal(weights[k]) for k in shared)  # ... with the trained baseline's weights
+    table = json.loads((out / "continued.json").read_text())
+    assert [row["arm"] for row in table["rows"]] == ["continued-baseline", "continued-features+maps"]
+    assert "vs_baseline_studies" in table["rows"][1]  # p-values against the continued baseline
+    for name in ("continued-baseline", "continued-features+maps"):
+        assert (out / "runs" / f"n32-seed0-{name}" / "result.json").is_file()

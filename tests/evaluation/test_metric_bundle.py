@@ -1,0 +1,344 @@
+"""`asarg push-metric`: the self-contained metric folder loads with `evaluate` alone and scores like the package; the
+CLI lists it and publishes it as a Gradio Space (the Hub is not reachable, so the upload calls are recorded)."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asarg.evaluation import metric_bundle
+from asarg.evaluation.clinical_efficacy import compute_ce
+from asarg.evaluation.metric_bundle import EmbeddedPhraseDir, build_metric_folder, main, phrase_files
+from asarg.evaluation.report_labeler import phrases
+
+REPO = Path(__file__).resolve().parents[2]
+OPENI = REPO.parent / "shared" / "data" / "openi" / "indiana_reports.csv"
+FOLDER = {
+    "chexpert_ce.py",
+    "clinical_efficacy.py",
+    "README.md",
+    "app.py",
+    "requirements.txt",
+    "LICENSE.chexpert-labeler",
+}
+DEFINITIONS = [{}, {"uncertain": "positive", "labels": 5}]
+
+# A process without this repository: asarg is blocked even though the venv has it installed (editable), the
+# working directory is outside the checkout, and sys.path[0] is the script's own folder.
+BLOCKER = """
+import importlib.abc, sys
+
+class BlockRepository(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"asarg", "modeling_asarg", "processing", "evaluation"}:
+            raise ImportError(f"{name} must not be importable in this test")
+
+sys.meta_path.insert(0, BlockRepository())
+"""
+
+LOAD_AND_SCORE = """
+import doctest, importlib, json
+import evaluate, evaluate.config
+
+hub, inputs, out_path = sys.argv[1:4]
+inputs = json.load(open(inputs))
+predictions, references, definitions = inputs["p"], inputs["r"], inputs["d"]
+try:
+    import asarg
+    raise SystemExit("asarg is importable: the test would prove nothing")
+except ImportError:
+    pass
+local = evaluate.load(hub + "/org/chexpert_ce")  # the folder, by path
+# evaluate's Hub loader, pointed at a folder laid out like the Space: it fetches <name>.py and its relative imports.
+evaluate.config.HUB_EVALUATE_URL = hub + "/{path}/{name}"
+remote = evaluate.load("org/chexpert_ce")
+doctest.testmod(sys.modules[type(remote).__module__], raise_on_error=True, extraglobs={"evaluate": evaluate})
+batched = evaluate.load("org/chexpert_ce")
+for i in range(0, len(predictions), 20):
+    batched.add_batch(predictions=predictions[i : i + 20], references=references[i : i + 20])
+bundled = importlib.import_module(type(remote).__module__.rpartition(".")[0] + ".clinical_efficacy")
+json.dump({
+    "local": [local.compute(predictions=predictions, references=references, **d) for d in definitions],
+    "remote": [remote.compute(predictions=predictions, references=references, **d) for d in definitions],
+    "batched": batched.compute(),
+    "module": type(remote).__module__,
+    "phrase_files": bundled._PHRASE_FILES,
+    "pattern_keys": {kind: sorted(table) for kind, table in bundled.load_phrase_patterns().items()},
+    "loaded": sorted(name for name in sys.modules if name.split(".")[0] in {"asarg", "modeling_asarg"}),
+}, open(out_path, "w"))
+"""
+
+
+def openi_pairs(n: int = 50, same: int = 15) -> tuple[list[str], list[str]]:
+    """`n` real IU X-ray reports (findings + impression), half with MeSH findings and half normal, spread over the
+    collection; the predictions are the same reports, the first `same` in place and the rest shuffled, so every
+    score is strictly between 0 and 1."""
+    if not OPENI.is_file():
+        pytest.fail(f"Open-i reports missing at {OPENI}: the shared folder must sit beside the checkout.")
+    with OPENI.open(newline="", encoding="utf-8") as f:
+        rows = [
+            (" ".join(p.strip() for p in (r["findings"], r["impression"]) if p.strip()), r["MeSH"])
+            for r in csv.DictReader(f)
+        ]
+    abnormal = [text for text, mesh in rows if text and mesh != "normal"]
+    normal = [text for text, mesh in rows if text and mesh == "normal"]
+    half = n // 2
+    references = [
+        r
+        for pair in zip(abnormal[:: len(abnormal) // half][:half], normal[:: len(normal) // half][:half], strict=True)
+        for r in pair
+    ]
+    shuffled = references[same:]
+    random.Random(11).shuffle(shuffled)
+    return references[:same] + shuffled, references
+
+
+def run_fresh(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "run.py").write_text(BLOCKER + script)
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
+    env |= {"HF_DATASETS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(elsewhere / "run.py"), *args]
+    proc = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    """The folder `asarg push-metric org/chexpert_ce` uploads, at <hub>/org/chexpert_ce."""
+    hub = tmp_path_factory.mktemp("hub")
+    return build_metric_folder(hub / "org" / "chexpert_ce", "org/chexpert_ce")
+
+
+@pytest.fixture(scope="module")
+def fresh(space, tmp_path_factory) -> dict:
+    tmp_path = tmp_path_factory.mktemp("fresh")
+    predictions, references = openi_pairs()
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"p": predictions, "r": references, "d": DEFINITIONS}))
+    run_fresh(LOAD_AND_SCORE, [str(space.parents[1]), str(inputs), str(tmp_path / "out.json")], tmp_path)
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+def expected(**definition) -> dict:
+    predictions, references = openi_pairs()
+    return json.loads(json.dumps(compute_ce(predictions, references, **definition)))
+
+
+# ---- the published folder, loaded where asarg cannot be imported --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_folder_and_hub_loads_score_real_reports_exactly_like_the_package(fresh):
+    assert fresh["loaded"] == []
+    for i, definition in enumerate(DEFINITIONS):
+        want = expected(**definition)
+        assert 0 < want["f1_micro"] < 1 and 0 < want["f1_macro"] < 1, "fixture too easy or too hard"
+        assert fresh["local"][i] == want, definition
+        assert fresh["remote"][i] == want, definition
+    assert fresh["batched"] == expected()
+    assert fresh["module"].startswith("evaluate_modules.metrics.org--chexpert_ce.")
+
+
+@pytest.mark.slow
+def test_bundle_carries_the_phrase_lists_and_compiles_them(fresh):
+    # The patterns themselves are compared in-process (test_embedded_phrase_dir_reads_like_the_phrase_folder): the
+    # order of equal-length phrases in a pattern follows set iteration, which differs between processes.
+    assert fresh["phrase_files"] == phrase_files(phrases.PHRASE_DIR)
+    assert fresh["pattern_keys"] == {kind: sorted(table) for kind, table in phrases.load_phrase_patterns().items()}
+
+
+@pytest.mark.slow
+def test_space_app_scores_with_evaluate_and_gradio_alone(space, tmp_path):
+    script = """
+import importlib.util, json
+spec = importlib.util.spec_from_file_location("space_app", sys.argv[1] + "/app.py")
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+result = app.score("Mild cardiomegaly. No effusion.\\nNo acute disease.\\n", "Cardiomegaly.\\nSmall effusion.")
+try:
+    app.score("a\\nb", "a")
+    error = None
+except Exception as err:
+    error = f"{type(err).__name__}: {err}"
+print(json.dumps({"demo": type(app.demo).__name__, "f1": result["f1_micro"], "error": error}))
+"""
+    out = json.loads(run_fresh(script, [str(space)], tmp_path).stdout.strip().splitlines()[-1])
+    assert out["demo"] == "Interface"
+    assert (
+        out["f1"]
+        == compute_ce(["Mild cardiomegaly. No effusion.", "No acute disease."], ["Cardiomegaly.", "Small effusion."])[
+            "f1_micro"
+        ]
+    )
+    assert out["error"].startswith("Error: ") and "2 predictions but 1 references" in out["error"]
+
+
+# ---- what is generated ------------------------------------------------------------------------------------------
+
+
+def test_the_published_script_differs_from_the_in_repo_one_only_in_its_asarg_import(tmp_path):
+    folder = build_metric_folder(tmp_path / "x", "org/x")
+    assert {p.name for p in folder.iterdir()} == FOLDER - {"chexpert_ce.py"} | {"x.py"}
+    ours = (REPO / "metrics" / "chexpert_ce" / "chexpert_ce.py").read_text().splitlines()
+    published = (folder / "x.py").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(ours, published, strict=True) if a != b]
+    assert changed == [
+        (
+            "from asarg.evaluation.clinical_efficacy import check_pair, compute_ce, validate_batch  # From: asarg",
+            "from .clinical_efficacy import check_pair, compute_ce, validate_batch",
+        ),
+        ('    >>> ce = evaluate.load("metrics/chexpert_ce")', '    >>> ce = evaluate.load("org/x")'),
+    ]
+    assert 'Path(__file__).with_name("x.py")' in (folder / "app.py").read_text()
+    assert 'evaluate.load("org/x")' in (folder / "README.md").read_text()
+
+
+def test_generated_module_says_so_and_imports_nothing_of_ours(space):
+    text = (space / "clinical_efficacy.py").read_text()
+    assert text.startswith(metric_bundle.HEADER)
+    assert metric_bundle.generate_module() == text  # deterministic: a rebuild uploads no spurious change
+    assert "evaluation/report_labeler/engine.py" in text and "evaluation/clinical_efficacy.py" in text
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module.split(".")[0] not in {"asarg", "modeling_asarg"}, ast.unparse(node)
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] not in {"asarg", "modeling_asarg"} for a in node.names), ast.unparse(node)
+    top = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    top |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    assert {"check_pair", "compute_ce", "validate_batch", "RuleLabeler", "PHRASE_DIR", "rules"} <= top
+
+
+def test_card_is_a_gradio_space_and_requirements_need_no_asarg(space):
+    card = (space / "README.md").read_text()
+    front = card.split("---\n")[1]
+    for line in ("title: CheXpert CE", "sdk: gradio", "app_file: app.py", "- evaluate", "- metric"):
+        assert line in front.splitlines(), line
+    requirements = [r for r in (space / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
+    assert [re.split(r"[<>=]", r)[0] for r in requirements] == ["evaluate", "datasets", "numpy"]
+
+
+def test_embedded_phrase_dir_reads_like_the_phrase_folder(monkeypatch):
+    files = phrase_files(phrases.PHRASE_DIR)
+    embedded = EmbeddedPhraseDir(files)
+    for kind in phrases.KINDS:
+        real = sorted(phrases.PHRASE_DIR.joinpath(kind).glob("*.txt"))
+        fake = sorted((embedded / kind).glob("*.txt"))
+        assert [p.stem for p in fake] == [p.stem for p in real]
+        assert [p.read_text(encoding="utf-8") for p in fake] == [p.read_text(encoding="utf-8") for p in real]
+    assert (embedded / "mention").is_dir() and not (embedded / "nothing").is_dir()
+    with pytest.raises(FileNotFoundError, match="not an embedded phrase file"):
+        (embedded / "mention" / "nothing.txt").read_text()
+    monkeypatch.setattr(phrases, "PHRASE_DIR", embedded)
+    assert phrases.load_phrase_patterns.__wrapped__() == phrases.load_phrase_patterns()
+
+
+@pytest.mark.parametrize(
+    "files, match",
+    [
+        (
+            {"clinical_efficacy.py": "from .lib import f\n\ndef g(): ...\n", "lib.py": "def f(): ...\ndef g(): ...\n"},
+            "both define 'g'",
+        ),
+        ({"clinical_efficacy.py": "from asarg.processing import x\n"}, "can only inline asarg.evaluation"),
+        ({"clinical_efficacy.py": "from .lib import missing\n", "lib.py": "x = 1\n"}, "imports 'missing', which no"),
+        (
+            {"clinical_efficacy.py": "from .lib import x\n", "lib.py": "from .clinical_efficacy import y\nx = 1\n"},
+            "cycle",
+        ),
+        ({"clinical_efficacy.py": "import re\nfrom .lib import x\n", "lib.py": "re = 1\nx = 1\n"}, "both bind 're'"),
+    ],
+)
+def test_sources_that_cannot_be_merged_into_one_module_are_refused(files, match, tmp_path, monkeypatch):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(metric_bundle, "EVALUATION_DIR", tmp_path)
+    with pytest.raises(ValueError, match=match):
+        metric_bundle.generate_module()
+
+
+def test_a_script_with_another_asarg_import_is_refused():
+    source = (REPO / "metrics" / "chexpert_ce" / "chexpert_ce.py").read_text()
+    with pytest.raises(ValueError, match="import asarg exactly once"):
+        metric_bundle.bundle_script(source + "\nfrom asarg.evaluation.grounding import grounding_scores\n")
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_writes_the_folder_and_lists_its_files(tmp_path, capsys):
+    assert main(["org/x", "--dry-run", "--out", str(tmp_path / "x")]) == 0
+    out = capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "x").iterdir()} == FOLDER - {"chexpert_ce.py"} | {"x.py"}
+    for name in ("x.py", "clinical_efficacy.py", "README.md", "app.py", "requirements.txt"):
+        size = (tmp_path / "x" / name).stat().st_size
+        assert re.search(rf"^\s+{size:,d}  {re.escape(name)}$", out, re.MULTILINE), name
+    assert "dry run: nothing uploaded" in out
+    assert main(["org/x", "--dry-run", "--out", str(tmp_path / "x")]) == 0  # its own earlier build is replaced
+
+
+def test_upload_creates_the_gradio_space_then_uploads_the_folder(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append(("create_repo", self.token, a, k)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **k: calls.append(("upload_folder", self.token, (), k)))
+    assert main(["org/x", "--out", str(tmp_path / "x"), "--private", "--token", "hf_test"]) == 0
+    create, upload = calls
+    assert create == (
+        "create_repo",
+        "hf_test",
+        ("org/x",),
+        {"repo_type": "space", "space_sdk": "gradio", "exist_ok": True, "private": True},
+    )
+    assert upload[0:2] == ("upload_folder", "hf_test")
+    assert (upload[3]["repo_id"], upload[3]["repo_type"], upload[3]["folder_path"]) == (
+        "org/x",
+        "space",
+        str(tmp_path / "x"),
+    )
+    assert 'evaluate.load("org/x")' in capsys.readouterr().out
+
+
+def test_a_failed_upload_says_so(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import LocalTokenNotFoundError
+
+    def no_token(self, *args, **kwargs):
+        raise LocalTokenNotFoundError("Token is required (`token=True`), but no token found.")
+
+    monkeypatch.setattr(HfApi, "create_repo", no_token)
+    assert main(["org/x", "--out", str(tmp_path / "x")]) == 1
+    assert "uploading to the Space org/x failed: Token is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "repo_id, match",
+    [
+        ("chexpert_ce", "not a Space id"),
+        ("org/ce.v2", "not a Space id"),
+        ("org/clinical_efficacy", "may not be named 'clinical_efficacy'"),
+    ],
+)
+def test_bad_space_ids_are_clear_errors(repo_id, match, tmp_path, capsys):
+    assert main([repo_id, "--dry-run", "--out", str(tmp_path / "x")]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unrelated_out_folder_is_not_replaced(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["org/x", "--dry-run", "--out", str(tmp_path)]) == 2
+    assert "not empty and was not built by asarg push-metric" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -1,0 +1,103 @@
+"""`asarg push`: the Hub folder of a checkpoint, its model card, and the upload call (the Hub is not reachable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import prompt_for
+from fresh_process import generate_in_fresh_process
+
+from asarg import publish
+
+HUB_FOLDER = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "configuration_asarg.py",
+    "modeling_asarg.py",
+    "processing_asarg.py",
+    "scores.json",
+    "README.md",
+    "checksums.sha256",
+}
+
+
+@pytest.fixture(scope="module")
+def dry_run(quick_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hub") / "org--asarg"
+    assert publish.main([str(quick_model), "org/asarg", "--dry-run", "--out", str(out)]) == 0
+    return out
+
+
+def test_dry_run_writes_exactly_the_hub_folder(dry_run, quick_model):
+    assert {p.name for p in dry_run.iterdir()} == HUB_FOLDER
+    assert not (dry_run / "training_args.bin").exists()
+    from asarg.processing.checkpoints import verify_checksums
+
+    assert {"model.safetensors", "modeling_asarg.py", "config.json"} <= set(
+        verify_checksums(dry_run)
+    )  # raises if damaged
+
+
+def test_dry_run_lists_what_would_be_uploaded(quick_model, tmp_path, capsys):
+    assert publish.main([str(quick_model), "org/asarg", "--dry-run", "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "model.safetensors" in out and "README.md" in out and "dry run: nothing uploaded" in out
+
+
+def test_model_card_metadata_is_valid_and_matches_the_scores(dry_run):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard import metadata_load
+
+    card = ModelCard.load(dry_run / "README.md")
+    meta = metadata_load(dry_run / "README.md")
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-text-to-text"
+    assert meta["license"] == "apache-2.0" and "custom_code" in meta["tags"]
+    scores = json.loads((dry_run / "scores.json").read_text())
+    results = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert results["CE micro-F1"] == pytest.approx(scores["ce"]["f1_micro"], abs=1e-4)
+    assert results["CE macro-F1"] == pytest.approx(scores["ce"]["f1_macro"], abs=1e-4)
+    assert 'AutoModel.from_pretrained("org/asarg", trust_remote_code=True)' in card.text
+    assert "Not for clinical use" in card.text
+    assert "CC BY-NC-SA" not in card.text  # no CXAS segmenter inside this one
+
+
+def test_a_cxas_segmenter_puts_its_licence_on_the_card():
+    from asarg.model_card import card_data
+
+    data = card_data({"segmenter_config": {"architecture": "cxas_unet_resnet50"}}, None, "org/asarg-cxas")
+    assert data.license == "cc-by-nc-sa-4.0"
+
+
+@pytest.mark.slow
+def test_owner_line_loads_the_dry_run_folder_in_a_fresh_process_and_generates(dry_run, tmp_path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(dry_run, trust_remote_code=True)
+    result = generate_in_fresh_process(dry_run, prompt_for(processor), tmp_path)
+    assert result["owner"] == "AsargForConditionalGeneration"
+    assert len(result["owner_tokens"][0]) > len(processor.tokenizer(prompt_for(processor))["input_ids"])
+
+
+def test_upload_creates_the_repo_then_uploads_the_folder(dry_run, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append(("create_repo", a, k)))
+    monkeypatch.setattr(HfApi, "create_branch", lambda self, *a, **k: calls.append(("create_branch", a, k)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **k: calls.append(("upload_folder", (), k)) or "url")
+    publish.upload(dry_run, "org/asarg", private=True, revision="v1")
+    assert calls[0] == ("create_repo", ("org/asarg",), {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[1][0] == "create_branch" and calls[1][2]["branch"] == "v1"
+    upload = calls[2][2]
+    assert (upload["repo_id"], upload["folder_path"], upload["revision"]) == ("org/asarg", str(dry_run), "v1")
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert publish.main([str(tmp_path), "org/asarg", "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err

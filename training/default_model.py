@@ -1,0 +1,145 @@
+"""The embedded default model: the reproduction's features + maps arm trained longer, on more data, with map dropout.
+
+    asarg reproduce --out runs/reproduce --default-model    # after (or instead of) the grid; resumable
+
+Same tokenizer, vision tower, specialist and recipe as the ablation's features + maps arm (it starts from
+`init/features+maps`); it differs in budget only — its own, larger SynthCXR training set (a seed no other folder
+uses), more steps — and in `seg_map_dropout`, so that any subset of maps is an input it has seen (the Space's
+counterfactual switch removes maps). It is scored on a hold-out set from yet another seed, beside the image-blind
+reports, and those scores go into `default/scores.json` (the model card's numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asarg.processing.atomic import atomic_write
+from asarg.processing.synthcxr.dataset import SPLITS, read_manifest, write_dataset
+
+# Files of a finished run that make up the shipped model (no optimizer state, no training_args.bin).
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+
+
+@dataclass(frozen=True)
+class DefaultModelSettings:
+    data: tuple[int, int] = (8000, 303)  # (studies, seed) of its training set; seeds 0/101/202 are the grid's
+    holdout: tuple[int, int] = (400, 404)  # every study of this seed is unseen: the model card's scores
+    steps: int = 2000
+    seg_map_dropout: float = 0.15
+    seed: int = 0
+
+
+QUICK_DEFAULT = DefaultModelSettings(data=(40, 303), holdout=(12, 404), steps=4)
+
+
+def _init_with_map_dropout(source: Path, target: Path, p: float) -> Path:
+    """`init/features+maps` with `seg_map_dropout` set: the only change to the arm's starting point."""
+    if (target / "model.safetensors").is_file():
+        return target
+    from modeling_asarg import AsargConfig
+
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    config = AsargConfig.from_pretrained(staging)
+    config.seg_map_dropout = p
+    config.save_pretrained(staging)
+    (staging / "checksums.sha256").unlink(missing_ok=True)  # the config changed; no stale checksum ships
+    staging.rename(target)
+    return target
+
+
+def holdout_records(folder: Path) -> list[dict]:
+    return [rec for split in SPLITS for rec in read_manifest(folder, split)]
+
+
+def score_holdout(model_dir: Path, folder: Path, train_reports: list[str]) -> dict:
+    """CE of the model's greedy reports on every hold-out study, beside the image-blind reports scored the same way."""
+    from asarg.evaluation.clinical_efficacy import compute_ce
+
+    from .reproduce import NORMAL_REPORT, evaluate_run
+
+    records = holdout_records(folder)
+    result = evaluate_run(model_dir, records, folder, name="holdout.json")
+    refs = [rec["findings_text"] for rec in records]
+    blind = {
+        "fixed normal report": NORMAL_REPORT,
+        "most frequent training report": Counter(train_reports).most_common(1)[0][0],
+    }
+    blind_ce = {name: compute_ce([text] * len(refs), refs) for name, text in blind.items()}
+    best_blind = max(ce["f1_micro"] for ce in blind_ce.values())
+    return {
+        "studies": len(records),
+        "ce": result["ce"],
+        "image_blind": blind_ce,
+        "margin_over_best_image_blind": result["ce"]["f1_micro"] - best_blind,
+    }
+
+
+def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
+    """Write the embedded model folder (`asarg/default_model/`): the run's weights, config and processor, its
+    `scores.json`, the ablation table and a model card; no remote-code copies (`asarg.models` adds them on load)."""
+    from asarg.model_card import model_card
+    from asarg.processing.checkpoints import write_checksums
+
+    run_dir, target = out / "default" / "run", Path(target)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in MODEL_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, staging / name)
+    shutil.copy2(out / "default" / "scores.json", staging / "scores.json")
+    if (out / "results.md").is_file():
+        shutil.copy2(out / "results.md", staging / "ablation.md")
+    config = json.loads((staging / "config.json").read_text())
+    model_card(staging, config, repo_id).save(staging / "README.md")
+    write_checksums(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def train_default_model(out: Path, settings, default: DefaultModelSettings = DefaultModelSettings()) -> dict:
+    """Data -> init with map dropout -> one SFT run of the recipe -> hold-out scores (`default/scores.json`)."""
+    from .reproduce import train_run
+
+    folders = {}
+    for name, (n, seed) in {"default": default.data, "holdout": default.holdout}.items():
+        folders[name] = out / "data" / name
+        if not (folders[name] / "dataset_info.json").is_file():
+            write_dataset(folders[name], n, seed=seed, size=settings.image_size)
+    init = _init_with_map_dropout(out / "init" / "features+maps", out / "init" / "default", default.seg_map_dropout)
+    run_dir = out / "default" / "run"
+    scores_path = out / "default" / "scores.json"
+    if not scores_path.is_file():
+        if not (run_dir / "model.safetensors").is_file():  # the trainer writes it last, at the end of the run
+            train_run(
+                run_dir, init, folders["default"], default.data[0], default.seed, replace_steps(settings, default)
+            )
+        train_reports = [rec["findings_text"] for rec in read_manifest(folders["default"], "train")]
+        scores = score_holdout(run_dir, folders["holdout"], train_reports)
+        scores["settings"] = asdict(default)
+        atomic_write(scores_path, json.dumps(scores, indent=1).encode())
+    return json.loads(scores_path.read_text())
+
+
+def replace_steps(settings, default: DefaultModelSettings):
+    from dataclasses import replace
+
+    return replace(settings, steps=default.steps)
+
+
+__all__ = ["DefaultModelSettings", "QUICK_DEFAULT", "export", "score_holdout", "train_default_model"]
