@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # resolves an unpinned `torch` to a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: help install train-tiny test test-fast lint clean
+.PHONY: help install train-tiny test test-fast lint demo clean
 
 help:
 	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
 	@echo "make lint      ruff check + ruff format --check"
+	@echo "make demo      serve the Gradio Space at http://127.0.0.1:7860 (model: ASARG_MODEL=DIR_OR_HUB_ID, else the embedded one)"
 
 $(STAMP): pyproject.toml .ci/install_parity.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +43,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The Space's extra (gradio) is installed on first use only: `make install` stays free of it.
+demo: $(STAMP)
+	$(BIN)/python -c "import gradio" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[demo]"
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python spaces_demo/app.py --host 127.0.0.1 --port 7860 $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-segmenter": ("asarg.training.segmenter", "train the built-in U-Net specialist on SynthCXR anatomy masks"),
     "finetune": ("asarg.training.finetune", "fine-tune an ASaRG model on your own images + reports (TRL recipe)"),
     "push": ("asarg.publish", "write a checkpoint's Hub folder with its model card and upload it (--dry-run)"),
+    "push-space": (
+        "asarg.publish_space",
+        "write the Gradio Space folder (app + asarg wheel) and upload it (--dry-run)",
+    ),
     "push-metric": (
         "asarg.evaluation.metric_bundle",
         "publish the CheXpert CE metric as a self-contained evaluate Space",

@@ -74,20 +74,24 @@ def build_hub_folder(checkpoint, out, repo_id: str, base_model: str | None = Non
     return out
 
 
-def upload(folder: Path, repo_id: str, private: bool = False, revision: str | None = None, token=None) -> str:
-    """`create_repo` + `upload_folder` (token: argument, `HF_TOKEN` or `hf auth login`, as huggingface_hub reads it)."""
+def upload(
+    folder: Path, repo_id: str, private: bool = False, revision: str | None = None, token=None, repo_type="model"
+) -> str:
+    """`create_repo` + `upload_folder` (token: argument, `HF_TOKEN` or `hf auth login`, as huggingface_hub reads it).
+    `repo_type="space"` creates a Gradio Space."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    space = {"space_sdk": "gradio"} if repo_type == "space" else {}
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **space)
     if revision is not None:
-        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo_id,
-        repo_type="model",
+        repo_type=repo_type,
         folder_path=str(folder),
         revision=revision,
-        commit_message="Upload ASaRG model (asarg push)",
+        commit_message=f"Upload ASaRG {repo_type} (asarg push)",
     )
     return str(getattr(commit, "commit_url", commit))
 

@@ -101,3 +101,27 @@ def test_upload_creates_the_repo_then_uploads_the_folder(dry_run, monkeypatch):
 def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert publish.main([str(tmp_path), "org/asarg", "--dry-run", "--out", str(tmp_path / "o")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_push_space_dry_run_writes_the_space_folder_with_the_wheel(tmp_path, capsys):
+    from asarg import publish_space
+
+    out = tmp_path / "space"
+    assert publish_space.main(["org/asarg-demo", "--dry-run", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"app.py", "README.md", "requirements.txt"} <= names
+    wheels = [n for n in names if n.endswith(".whl")]
+    assert len(wheels) == 1 and wheels[0] in (out / "requirements.txt").read_text()
+    assert "dry run: nothing uploaded" in capsys.readouterr().out
+
+
+def test_a_space_upload_creates_a_gradio_space(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: calls.append(k))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **k: calls.append(k) or "url")
+    publish.upload(tmp_path, "org/asarg-demo", repo_type="space")
+    assert calls[0]["repo_type"] == "space" and calls[0]["space_sdk"] == "gradio"
+    assert calls[1]["repo_type"] == "space" and calls[1]["folder_path"] == str(tmp_path)
