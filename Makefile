@@ -7,10 +7,11 @@ STAMP   := $(VENV)/.installed
 # resolves an unpinned `torch` to a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: help install train-tiny test test-fast lint demo clean
+.PHONY: help install report train-tiny test test-fast lint demo clean
 
 help:
 	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
+	@echo "make report    the embedded default model reports on two SynthCXR films and a real DICOM radiograph (--ground)"
 	@echo "make train-tiny  generate a small SynthCXR set and train a tiny ASaRG on CPU (outputs/)"
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
@@ -27,6 +28,12 @@ $(STAMP): pyproject.toml .ci/install_parity.sh
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# No browser needed: three films -> grounded reports on standard output (SynthCXR seed 909 is used nowhere else).
+report: $(STAMP)
+	$(BIN)/asarg synth --n 2 --size 128 --seed 909 --out outputs/examples
+	HF_HUB_OFFLINE=1 $(BIN)/asarg generate outputs/examples/images/*.png \
+	  "$$($(BIN)/python -c 'from pydicom.data import get_testdata_file as f; print(f("RG1_UNCR.dcm"))')" --ground --top 3
 
 train-tiny: $(STAMP)
 	$(BIN)/asarg synth --n 16 --size 64 --out outputs/synthcxr-16

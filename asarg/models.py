@@ -32,7 +32,7 @@ def _cache_root() -> Path:
 
 
 def _fingerprint(files: list[Path]) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"layout 2")  # bump when the assembled folder's layout changes
     for path in sorted(files, key=lambda p: p.name):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -55,6 +55,9 @@ def default_model_path() -> str:
     staging.mkdir(parents=True)
     for path in files:
         shutil.copy2(path, staging / path.name)
+    from asarg.processing.checkpoints import write_checksums
+
+    write_checksums(staging)  # now covering the remote-code files too
     try:
         staging.rename(target)
     except OSError:  # another process assembled it first: theirs is identical
