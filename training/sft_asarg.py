@@ -208,4 +208,9 @@ def make_parser() -> TrlParser:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(*make_parser().parse_args_and_config()).end()  # end: finish the trackers, leave the process group
+    trainer = main(*make_parser().parse_args_and_config())
+    trainer.accelerator.wait_for_everyone()
+    # Not under torch.distributed: end() destroys the process group while DDP still holds it, and on CPU (gloo) the
+    # group's destructor can then deadlock with its own worker threads at exit (seen with gdb on a rank).
+    if trainer.args.world_size == 1:
+        trainer.end()  # finish the trackers
