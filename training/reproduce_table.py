@@ -122,9 +122,9 @@ def write_tables(
         for arm in settings.arms
     ]
     blind = []
-    for name, report in blind_reports.items():
+    for system, report in blind_reports.items():
         ce = compute_ce([report] * len(references), references)
-        blind.append({"system": name, "report": report, **{k: ce[k] for k in ("f1_micro", "f1_macro", "per_label")}})
+        blind.append({"system": system, "report": report, **{k: ce[k] for k in ("f1_micro", "f1_macro", "per_label")}})
     markdown = _markdown(rows, blind)
     payload = {"rows": rows, "image_blind": blind, "markdown": markdown}
     atomic_write(Path(out) / f"{name}.json", json.dumps(payload, indent=2).encode())
