@@ -166,8 +166,11 @@ def evaluate_run(run_dir: Path, test: list[dict], data: Path, name: str = "resul
     return result
 
 
-def run_grid(out: Path, folders: dict[str, Path], init: dict[str, Path], settings: ReproduceSettings) -> dict:
-    """Stage 5: every (size, seed, arm) run, skipping the ones whose `result.json` exists."""
+def run_grid(
+    out: Path, folders: dict[str, Path], init: dict[str, Path], settings: ReproduceSettings, train: bool = True
+) -> dict:
+    """Stage 5: every (size, seed, arm) run, skipping the ones whose `result.json` exists (`train=False`: only
+    those)."""
     test = read_manifest(folders["rg"], "test")[: settings.test_studies]
     results = {}
     for size in settings.train_sizes:
@@ -175,6 +178,8 @@ def run_grid(out: Path, folders: dict[str, Path], init: dict[str, Path], setting
             for arm in settings.arms:
                 run_dir = out / "runs" / f"n{size}-seed{seed}-{arm}"
                 if not _done(run_dir / "result.json"):
+                    if not train:
+                        continue
                     train_run(run_dir, init[arm], folders["rg"], size, seed, settings)
                     evaluate_run(run_dir, test, folders["rg"])
                 results[(size, seed, arm)] = json.loads((run_dir / "result.json").read_text())
@@ -182,13 +187,14 @@ def run_grid(out: Path, folders: dict[str, Path], init: dict[str, Path], setting
     return results
 
 
-def reproduce(out, settings: ReproduceSettings = ReproduceSettings()) -> dict:
+def reproduce(out, settings: ReproduceSettings = ReproduceSettings(), train: bool = True) -> dict:
+    """The whole pipeline; `train=False` builds the table from the runs that have finished, training nothing."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=2, default=list).encode())
     folders = make_data(out, settings)
     init = prepare_models(out, folders, settings)
-    results = run_grid(out, folders, init, settings)
+    results = run_grid(out, folders, init, settings, train)
     from .reproduce_table import write_tables
 
     train_reports = [rec["findings_text"] for rec in read_manifest(folders["rg"], "train")]
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--default-model", action="store_true", help="instead of the grid: train and score the embedded default model"
     )
+    p.add_argument("--table-only", action="store_true", help="tables from the finished runs only; train nothing")
     p.add_argument("--export", help="with --default-model: write the embedded model folder here (asarg/default_model)")
     p.add_argument(
         "--continued",
@@ -255,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"embedded model written to {export(Path(args.out), Path(args.export))}")
         print(json.dumps({k: scores[k] for k in ("studies", "margin_over_best_image_blind")}, indent=1))
         return 0
-    tables = continued(args.out, settings) if args.continued else reproduce(args.out, settings)
+    if args.continued:
+        tables = continued(args.out, settings)
+    else:
+        tables = reproduce(args.out, settings, train=not args.table_only)
     print(tables["markdown"])
     return 0
 

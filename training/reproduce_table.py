@@ -84,6 +84,8 @@ def _plot(path: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not rows:  # nothing has finished yet: no bars to draw
+        return
     sizes = sorted({row["size"] for row in rows})
     arms = list(dict.fromkeys(row["arm"] for row in rows))
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -116,10 +118,11 @@ def write_tables(
     control: str = "baseline",
 ) -> dict:
     """`<name>.json/.md/.png` for `settings`' sizes x arms; p-values compare each arm with `control`."""
-    rows = [
+    rows = [  # a (size, arm) cell missing a seed (`--table-only` before the grid is done) is left out
         _arm_row(results, size, arm, settings.seeds, references, control)
         for size in settings.train_sizes
         for arm in settings.arms
+        if all((size, seed, arm) in results for seed in settings.seeds)
     ]
     blind = []
     for system, report in blind_reports.items():
