@@ -91,12 +91,12 @@ def _plot(path: Path, rows: list[dict]) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        picked = [next(r for r in rows if r["size"] == s and r["arm"] == arm) for s in sizes]
-        ax.bar(
+        picked = [next((r for r in rows if r["size"] == s and r["arm"] == arm), None) for s in sizes]
+        ax.bar(  # an arm that has not run at a size gets no bar there
             np.arange(len(sizes)) + i * width,
-            [r["f1_micro"]["mean"] for r in picked],
+            [r["f1_micro"]["mean"] if r else np.nan for r in picked],
             width,
-            yerr=[r["f1_micro"]["std"] for r in picked],
+            yerr=[r["f1_micro"]["std"] if r else 0.0 for r in picked],
             label=arm,
             capsize=3,
         )
