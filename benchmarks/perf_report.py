@@ -163,8 +163,8 @@ def _profile(section: dict) -> str:
         if path == "shape":
             continue
         top = ", ".join(f"{op['op'].removeprefix('aten::')} {100 * op['share']:.0f} %" for op in result["top_ops"][:4])
-        body.append([path, result["aten_ops"], f"{100 * result['seg_only_ops_share']:.1f} %", top])
-    header = ["path", "aten ops", "seg-only ops' share", "top ops by self CPU time"]
+        body.append([path, f"{result['aten_ops_per_call']:.0f}", f"{100 * result['seg_path_share']:.1f} %", top])
+    header = ["path", "aten ops per call", "time in the seg path", "top ops by self CPU time"]
     return f"**Profile** ({section['shape']} shape; torch.profiler)\n\n" + _table(header, body)
 
 

@@ -206,7 +206,7 @@ def run_training(args) -> dict:
     if args.quick or args.device != "cpu":
         return {"skipped": "multi-process runs take minutes: full CPU suite only"}
     with tempfile.TemporaryDirectory(prefix="asarg-perf-train-") as root:
-        return {"ddp": ddp_scaling(Path(root), rounds=2, steps=10), "fsdp": fsdp_check(Path(root))}
+        return {"ddp": ddp_scaling(Path(root), rounds=3, steps=10), "fsdp": fsdp_check(Path(root))}
 
 
 def run_memory(args) -> list[dict]:

@@ -103,6 +103,12 @@ def _training_state_problem(folder: Path) -> str | None:
     return None
 
 
+def has_complete_checkpoint(output_dir: str | os.PathLike) -> bool:
+    """Whether a run in `output_dir` can be resumed: a kill during the first save leaves only an incomplete one, and
+    then the run must start afresh instead of asking to resume."""
+    return any(checkpoint_problem(path) is None for path in Path(output_dir).glob("checkpoint-*"))
+
+
 def checkpoint_problem(folder: str | os.PathLike, save_only_model: bool = False) -> str | None:
     """Why `folder` cannot be resumed from, or None when it is a complete checkpoint (see the module docstring)."""
     folder = Path(folder)

@@ -27,7 +27,9 @@ def recipe_args(args: argparse.Namespace, model: str, extra: list[str]) -> list[
         argv += ["--max_steps", str(args.steps)]
     if args.lora:
         argv += ["--use_peft", "true"]
-    if any(Path(args.out).glob("checkpoint-*")):
+    from .checkpoints import has_complete_checkpoint
+
+    if has_complete_checkpoint(args.out):
         argv += ["--resume_from_checkpoint", "true"]
     return argv + extra
 

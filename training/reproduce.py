@@ -29,6 +29,7 @@ from pathlib import Path
 from asarg.processing.atomic import atomic_write
 from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
 
+from .checkpoints import has_complete_checkpoint
 from .small_synth import ARMS, SMALL_SYNTH, SmallSynthSpec
 
 RECIPE = Path(__file__).with_name("recipes") / "small_synth_cpu.yaml"
@@ -143,7 +144,7 @@ def train_run(
         str(max(settings.steps // 16, 1)),
     ]
     command += list(extra)
-    if any(run_dir.glob("checkpoint-*")):  # killed before: continue from its newest complete checkpoint
+    if has_complete_checkpoint(run_dir):  # killed before: continue from its newest complete checkpoint
         command += ["--resume_from_checkpoint", "true"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     run_dir.parent.mkdir(parents=True, exist_ok=True)

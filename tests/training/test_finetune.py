@@ -70,3 +70,12 @@ def test_a_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(models, "EMBEDDED", tmp_path / "nothing-here")
     assert finetune.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_a_kill_during_the_first_save_starts_afresh_instead_of_asking_to_resume(tmp_path):
+    import argparse
+
+    (tmp_path / "checkpoint-1").mkdir()  # what kill -9 mid-save leaves: no trainer_state.json yet
+    (tmp_path / "checkpoint-1" / "model.safetensors").write_bytes(b"")
+    args = argparse.Namespace(data="d", format="jsonl", out=str(tmp_path), steps=None, lora=False)
+    assert "--resume_from_checkpoint" not in finetune.recipe_args(args, "m", [])
