@@ -75,7 +75,13 @@ def build_hub_folder(checkpoint, out, repo_id: str, base_model: str | None = Non
 
 
 def upload(
-    folder: Path, repo_id: str, private: bool = False, revision: str | None = None, token=None, repo_type="model"
+    folder: Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token=None,
+    repo_type="model",
+    commit_message: str | None = None,
 ) -> str:
     """`create_repo` + `upload_folder` (token: argument, `HF_TOKEN` or `hf auth login`, as huggingface_hub reads it).
     `repo_type="space"` creates a Gradio Space."""
@@ -91,7 +97,7 @@ def upload(
         repo_type=repo_type,
         folder_path=str(folder),
         revision=revision,
-        commit_message=f"Upload ASaRG {repo_type} (asarg push)",
+        commit_message=commit_message or f"Upload ASaRG {repo_type} (asarg push)",
     )
     return str(getattr(commit, "commit_url", commit))
 

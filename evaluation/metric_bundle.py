@@ -530,19 +530,11 @@ def build_metric_folder(out: Path, repo_id: str | None = None) -> Path:
 
 
 def upload(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Create the Space (Gradio SDK) if needed and upload `folder` to it; token: argument, `HF_TOKEN` or
-    `hf auth login`, as huggingface_hub reads it."""
-    from huggingface_hub import HfApi
+    """Create the Space (Gradio SDK) if needed and upload `folder` to it (`asarg.publish.upload`)."""
+    from asarg.publish import upload as upload_to_hub
 
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True, private=private)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="space",
-        folder_path=str(folder),
-        commit_message="Upload the CheXpert CE metric (asarg push-metric)",
-    )
-    return str(getattr(commit, "commit_url", commit))
+    message = "Upload the CheXpert CE metric (asarg push-metric)"
+    return upload_to_hub(folder, repo_id, private, token=token, repo_type="space", commit_message=message)
 
 
 def main(argv: list[str] | None = None) -> int:
