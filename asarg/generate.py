@@ -114,9 +114,7 @@ def _format(path: str, result: dict, as_json: bool) -> str:
 
 
 def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], list[str]]:
-    """(output chunks, error lines) of one batch of files: reports generated together, then grounded one by one."""
-    from asarg.evaluation.grounding import ground_report
-
+    """(output chunks, error lines) of one batch of files: reports generated together, or with --ground one by one."""
     good, images, errors = [], [], []
     for path in paths:
         image, error = _read_image(path)
@@ -124,15 +122,26 @@ def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], lis
         if not error:
             good.append(path)
             images.append(image)
+    if args.ground:
+        return _ground_each(model, processor, good, images, args, errors)
     reports = generate_reports(model, processor, images, args.prompt, args.batch_size, args.max_new_tokens)
+    return [_format(path, {"report": report}, args.json) for path, report in zip(good, reports)], errors
+
+
+def _ground_each(model, processor, paths: list[str], images: list, args, errors: list[str]):
+    """`ground_report` generates each report itself, from the segmentation it also traces and boxes with: the
+    segmenter runs once per image (generating the batch first would run it twice)."""
+    from asarg.evaluation.grounding import ground_report
+
     chunks = []
-    for path, image, report in zip(good, images, reports):
-        result = {"report": report}
-        if args.ground:
-            try:
-                result = ground_report(model, processor, image, report, top=args.top, prompt=args.prompt)
-            except ValueError as error:  # the report is still written, ungrounded
-                errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
+    for path, image in zip(paths, images):
+        try:
+            result = ground_report(
+                model, processor, image, top=args.top, prompt=args.prompt, max_new_tokens=args.max_new_tokens
+            )
+        except ValueError as error:  # the report is still written, ungrounded
+            errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
+            result = {"report": generate_reports(model, processor, [image], args.prompt, 1, args.max_new_tokens)[0]}
         chunks.append(_format(path, result, args.json))
     return chunks, errors
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 CXAS_ARCHITECTURE = "cxas_unet_resnet50"
 PAPER = "https://arxiv.org/abs/2507.16623"
-FINE_TUNE = (
-    "asarg finetune --images my-films/ --reports my-reports/ --out runs/my-asarg   "
-    "# or: python -m asarg.training.sft_asarg --config <recipe.yaml>"
-)
+FINE_TUNE = """\
+# my-films/: one image per study (name.png or name.jpg) and its report beside it (name.txt)
+asarg finetune my-films/ --out runs/my-asarg --model {repo_id}           # full fine-tune (TRL SFTTrainer)
+asarg finetune my-films/ --out runs/my-asarg-lora --model {repo_id} --lora
+# or the recipe itself: python -m asarg.training.sft_asarg --config <recipe.yaml>"""
 
 
 def _eval_results(scores: dict | None) -> list:
@@ -74,6 +75,26 @@ def _scores_section(scores: dict | None) -> str:
     )
 
 
+def _training_section(scores: dict | None) -> str:
+    """The default model's recipe, from the settings `training/default_model.py` stores beside its scores."""
+    settings = (scores or {}).get("settings")
+    if not settings or "refine_data" not in settings:
+        return ""
+    (n1, seed1), (n2, seed2) = settings["data"], settings["refine_data"]
+    return (
+        "## Training\n\n"
+        "`asarg reproduce --out runs/reproduce --default-model` (resumable), from the reproduction's features + maps "
+        "starting point (the SynthCXR-pretrained vision tower, the trained U-Net specialist, frozen; LM and "
+        "projector shared by every arm of the ablation), TRL `SFTTrainer`, batch 16, cosine schedule, map dropout "
+        f"{settings['seg_map_dropout']} (whole maps removed per sample, so any subset is an input it has seen):\n\n"
+        f"1. {settings['steps']} steps at the recipe's rate (1e-3), vision tower frozen, on {n1:,} SynthCXR studies "
+        f"(seed {seed1}; 80 % train split);\n"
+        f"2. {settings['refine_steps']} steps at {settings['refine_learning_rate']:g}, vision tower trained too, on a "
+        f"fresh {n2:,} studies (seed {seed2}).\n\n"
+        f"Scored on the hold-out seed {settings['holdout'][1]}, which no training set used.\n"
+    )
+
+
 def _model_section(config: dict) -> str:
     seg = config.get("segmenter_config") or {}
     text, vision = config.get("text_config", {}), config.get("vision_config", {})
@@ -126,6 +147,7 @@ sentence to the anatomy behind it (`--ground`).
 ## Model
 
 {model}
+{training}
 ## Scores
 
 {scores}
@@ -153,8 +175,9 @@ def model_card(folder: Path, config: dict, repo_id: str, base_model: str | None 
         paper=PAPER,
         repo_id=repo_id,
         synthetic="It was trained on synthetic radiographs (SynthCXR) only." if scores else "",
-        fine_tune=FINE_TUNE,
+        fine_tune=FINE_TUNE.format(repo_id=repo_id),
         model=_model_section(config),
+        training=_training_section(scores),
         scores=_scores_section(scores),
         ablation=ablation,
     )

@@ -189,11 +189,24 @@ def check_checkpoint(folder: str | os.PathLike, verify: bool | None = None) -> N
 def local_folder(source: str | os.PathLike, revision: str | None = None) -> Path:
     """`source` itself when it is a folder, else the local snapshot of that Hub repository (downloaded, or taken
     from the Hugging Face cache when offline)."""
-    if Path(source).is_dir():
-        return Path(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    text = str(source)
+    # A Hub id is `name` or `owner/name`; anything else that is not a folder here is a path that does not exist.
+    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
+        what = "is a file, not a checkpoint folder" if path.exists() else "does not exist"
+        raise CheckpointError(f"{text} {what}: give a checkpoint folder (config.json, model.safetensors) or a Hub id.")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
 
-    return Path(snapshot_download(repo_id=str(source), revision=revision, allow_patterns=_HUB_FILE_PATTERNS))
+    try:
+        return Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=_HUB_FILE_PATTERNS))
+    except (HFValidationError, OSError) as error:  # offline, no such repository, not an id
+        raise CheckpointError(
+            f"{text} is not a folder here, and the Hub could not supply it as a repository ({error}). Check the "
+            "path, or the repository id and your connection (offline, a Hub model must be in the local cache)."
+        ) from error
 
 
 def load_model(source, model_class=None, *, verify: bool | None = None, **from_pretrained_kwargs):

@@ -141,6 +141,6 @@ def quick_model(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("quick-reproduce")
     assert main(["--out", str(out), "--quick", "--default-model"]) == 0
-    run = out / "default" / "run"
+    run = out / "default" / "refine"
     shutil.copy2(out / "default" / "scores.json", run / "scores.json")
     return run

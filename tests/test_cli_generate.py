@@ -132,3 +132,24 @@ def test_batched_reports_equal_one_at_a_time(make_asarg):
     batched = generate_reports(model, processor, images, batch_size=3, max_new_tokens=6)
     single = [generate_reports(model, processor, [image], batch_size=1, max_new_tokens=6)[0] for image in images]
     assert batched == single and len(batched) == 3
+
+
+def test_ground_runs_the_segmenter_once_per_image_and_writes_the_plain_report(
+    make_asarg, tmp_path, monkeypatch, capsys
+):
+    import asarg.generate
+
+    model, processor = make_asarg(live_seg=True)
+    runs = []
+    model.model.segmenter.register_forward_hook(lambda module, args, out: runs.append(args[0].shape[0]))
+    monkeypatch.setattr(asarg.generate, "load_for_generation", lambda model_id: (model.eval(), processor))
+    images = []
+    for seed in range(2):
+        images.append(str(tmp_path / f"{seed}.png"))
+        xray_like(seed=seed).save(images[-1])
+    argv = ["generate", *images, "--model", "in-memory", "--json", "--max-new-tokens", "6"]
+    assert main([*argv, "--ground", "--top", "2"]) == 0
+    grounded = [json.loads(line)["report"] for line in capsys.readouterr().out.splitlines()]
+    assert runs == [1, 1]  # generation, tracing and boxes share one segmentation per image
+    assert main(argv) == 0
+    assert [json.loads(line)["report"] for line in capsys.readouterr().out.splitlines()] == grounded

@@ -67,6 +67,23 @@ def test_model_card_metadata_is_valid_and_matches_the_scores(dry_run):
     assert "CC BY-NC-SA" not in card.text  # no CXAS segmenter inside this one
 
 
+def test_the_cards_commands_are_ones_the_cli_takes_and_its_recipe_is_the_pipelines(dry_run):
+    import shlex
+
+    from asarg.training.default_model import QUICK_DEFAULT
+    from asarg.training.finetune import arg_parser
+
+    text = (dry_run / "README.md").read_text()
+    commands = [line.split("#")[0] for line in text.splitlines() if line.startswith("asarg finetune ")]
+    parsed = [arg_parser().parse_args(shlex.split(command)[2:]) for command in commands]  # exits on a bad option
+    assert [(args.data, args.model, args.lora) for args in parsed] == [("my-films/", "org/asarg", False)] * 1 + [
+        ("my-films/", "org/asarg", True)
+    ]
+    assert (
+        f"{QUICK_DEFAULT.refine_steps} steps at {QUICK_DEFAULT.refine_learning_rate:g}, vision tower trained" in text
+    )
+
+
 def test_a_cxas_segmenter_puts_its_licence_on_the_card():
     from asarg.model_card import card_data
 

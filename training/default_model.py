@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from asarg.processing.atomic import atomic_write
@@ -39,9 +39,14 @@ class DefaultModelSettings:
     steps: int = 2000
     seg_map_dropout: float = 0.15
     seed: int = 0
+    # Stage 2 (refine): from stage 1, on a fresh set, everything but the specialist trained at a lower rate — the
+    # frozen tower caps what the report model can see (it never learned devices, pneumothorax, atelectasis).
+    refine_data: tuple[int, int] = (8000, 505)
+    refine_steps: int = 1500
+    refine_learning_rate: float = 2e-4
 
 
-QUICK_DEFAULT = DefaultModelSettings(data=(40, 303), holdout=(12, 404), steps=4)
+QUICK_DEFAULT = DefaultModelSettings(data=(40, 303), holdout=(12, 404), steps=4, refine_data=(40, 505), refine_steps=4)
 
 
 def _init_with_map_dropout(source: Path, target: Path, p: float) -> Path:
@@ -94,7 +99,7 @@ def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
     from asarg.model_card import model_card
     from asarg.processing.checkpoints import write_checksums
 
-    run_dir, target = out / "default" / "run", Path(target)
+    run_dir, target = out / "default" / "refine", Path(target)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -113,32 +118,36 @@ def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
 
 
 def train_default_model(out: Path, settings, default: DefaultModelSettings = DefaultModelSettings()) -> dict:
-    """Data -> init with map dropout -> one SFT run of the recipe -> hold-out scores (`default/scores.json`)."""
+    """Data -> init with map dropout -> stage 1 (the arm's recipe, frozen tower) -> stage 2 (refine: fresh data,
+    tower trained, lower rate) -> hold-out scores of the final model (`default/scores.json`). Resumable per stage."""
     from .reproduce import train_run
 
-    folders = {}
-    for name, (n, seed) in {"default": default.data, "holdout": default.holdout}.items():
-        folders[name] = out / "data" / name
+    sets = {"default": default.data, "refine": default.refine_data, "holdout": default.holdout}
+    folders = {name: out / "data" / name for name in sets}
+    for name, (n, seed) in sets.items():
         if not (folders[name] / "dataset_info.json").is_file():
             write_dataset(folders[name], n, seed=seed, size=settings.image_size)
     init = _init_with_map_dropout(out / "init" / "features+maps", out / "init" / "default", default.seg_map_dropout)
-    run_dir = out / "default" / "run"
+    stage1, final = out / "default" / "run", out / "default" / "refine"
     scores_path = out / "default" / "scores.json"
     if not scores_path.is_file():
-        if not (run_dir / "model.safetensors").is_file():  # the trainer writes it last, at the end of the run
+        if not (stage1 / "model.safetensors").is_file():  # the trainer writes it last, at the end of the run
             train_run(
-                run_dir, init, folders["default"], default.data[0], default.seed, replace_steps(settings, default)
+                stage1, init, folders["default"], default.data[0], default.seed, replace_steps(settings, default)
             )
+        if not (final / "model.safetensors").is_file():
+            refine = [f"--learning_rate={default.refine_learning_rate}", "--freeze_vision_tower=false"]
+            steps = replace(settings, steps=default.refine_steps)
+            train_run(final, stage1, folders["refine"], default.refine_data[0], default.seed, steps, refine)
         train_reports = [rec["findings_text"] for rec in read_manifest(folders["default"], "train")]
-        scores = score_holdout(run_dir, folders["holdout"], train_reports)
+        train_reports += [rec["findings_text"] for rec in read_manifest(folders["refine"], "train")]
+        scores = score_holdout(final, folders["holdout"], train_reports)
         scores["settings"] = asdict(default)
         atomic_write(scores_path, json.dumps(scores, indent=1).encode())
     return json.loads(scores_path.read_text())
 
 
 def replace_steps(settings, default: DefaultModelSettings):
-    from dataclasses import replace
-
     return replace(settings, steps=default.steps)
 
 

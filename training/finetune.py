@@ -34,10 +34,8 @@ def recipe_args(args: argparse.Namespace, model: str, extra: list[str]) -> list[
     return argv + extra
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+def arg_parser() -> argparse.ArgumentParser:
+    """The options before `--` (after it: recipe keys, passed to the TRL recipe as they are)."""
     p = argparse.ArgumentParser(prog="asarg finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="an image folder (name.png + name.txt) or a JSONL manifest's folder/file")
     p.add_argument("--format", default="image-folder", help="a loader: image-folder, jsonl, r2gen, mimic-cxr-jpg")
@@ -45,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="checkpoint folder or Hub id to start from (default: the embedded model)")
     p.add_argument("--steps", type=int, help="optimiser steps (recipe default: 300)")
     p.add_argument("--lora", action="store_true", help="LoRA on the language model instead of full fine-tuning")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    args = arg_parser().parse_args(argv)
 
     from asarg.models import resolve_model
 
@@ -63,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "recipe_args"]
+__all__ = ["arg_parser", "main", "recipe_args"]

@@ -156,3 +156,24 @@ def test_the_training_recipe_names_a_truncated_checkpoint(checkpoint):
     args = AsargModelConfig(model_name_or_path=str(checkpoint), freeze_vision_tower=False, dtype=None)
     with pytest.raises(CheckpointError, match=r"model\.safetensors is truncated"):
         recipe_load_model(args)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{tmp}/no-such-folder", "does not exist"),
+        ("./runs/no/such/run", "does not exist"),
+        ("{tmp}/weights.bin", "is a file, not a checkpoint folder"),
+        ("org/asarg-not-cached", "is not a folder here, and the Hub could not supply it"),
+    ],
+)
+def test_a_source_that_is_neither_a_folder_nor_a_reachable_repository_is_named(tmp_path, monkeypatch, source, message):
+    from asarg.processing.checkpoints import local_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub case fails the same way with or without a network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    source = source.format(tmp=tmp_path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        local_folder(source)
+    assert source in str(caught.value)
