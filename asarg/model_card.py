@@ -81,18 +81,25 @@ def _training_section(scores: dict | None) -> str:
     if not settings or "refine_data" not in settings:
         return ""
     (n1, seed1), (n2, seed2) = settings["data"], settings["refine_data"]
-    return (
+    text = (
         "## Training\n\n"
         "`asarg reproduce --out runs/reproduce --default-model` (resumable), from the reproduction's features + maps "
-        "starting point (the SynthCXR-pretrained vision tower, the trained U-Net specialist, frozen; LM and "
+        "starting point (a SynthCXR-pretrained vision tower; the trained U-Net specialist, always frozen; LM and "
         "projector shared by every arm of the ablation), TRL `SFTTrainer`, batch 16, cosine schedule, map dropout "
         f"{settings['seg_map_dropout']} (whole maps removed per sample, so any subset is an input it has seen):\n\n"
-        f"1. {settings['steps']} steps at the recipe's rate (1e-3), vision tower frozen, on {n1:,} SynthCXR studies "
-        f"(seed {seed1}; 80 % train split);\n"
-        f"2. {settings['refine_steps']} steps at {settings['refine_learning_rate']:g}, vision tower trained too, on a "
-        f"fresh {n2:,} studies (seed {seed2}).\n\n"
-        f"Scored on the hold-out seed {settings['holdout'][1]}, which no training set used.\n"
+        f"1. {settings['steps']} steps at the recipe's rate (1e-3), vision tower frozen, on the 80 % train split of "
+        f"{n1:,} SynthCXR studies (seed {seed1});\n"
+        f"2. {settings['refine_steps']} steps at {settings['refine_learning_rate']:g}, vision tower trained too, on "
+        f"the train split of a fresh {n2:,} studies (seed {seed2}).\n"
     )
+    decoding = scores.get("decoding")
+    if decoding:
+        sweep = ", ".join(f"{k}: {v:.3f}" for k, v in decoding["f1_micro_by_repetition_penalty"].items())
+        text += (
+            f"3. Decoding: greedy with repetition penalty {decoding['chosen']:g} (in `generation_config.json`), the "
+            f"best CE micro-F1 on {decoding['validation_studies']} validation studies of seed {seed1} ({sweep}).\n"
+        )
+    return text + f"\nScored on the hold-out seed {settings['holdout'][1]}, which no training set used.\n"
 
 
 def _model_section(config: dict) -> str:
@@ -158,6 +165,7 @@ sentence to the anatomy behind it (`--ground`).
   nothing about real radiographs, where this model has not been validated.
 - CE-F1 comes from a rule-based CheXpert labeler, which misreads some phrasings; treat small differences with care.
 - Reports are greedy decodes of a small model: wording repeats, and findings its vision tower cannot see are missed.
+  Decoding settings (e.g. a repetition penalty) are in `generation_config.json`; pass your own to `generate`.
 """
 
 

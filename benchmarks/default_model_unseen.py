@@ -1,6 +1,6 @@
 """The embedded default model on SynthCXR studies from seeds the project never used, beside image-blind reports.
 
-    python benchmarks/default_model_unseen.py [--seeds 5151 6262 7373] [--n 400] [--data runs/reproduce/data/default]
+    python benchmarks/default_model_unseen.py [--seeds 5151 6262 7373 8484 9595] [--n 400] [--model DIR]
 
 The model card's scores come from one hold-out seed (404); this is the check the issue names ("on SynthCXR studies
 generated from seeds the project never used"), repeated over several seeds so the spread is visible. Every study
@@ -29,16 +29,17 @@ from asarg.training.default_model import holdout_records
 from asarg.training.reproduce import NORMAL_REPORT
 
 
-def blind_reports(records: list[dict], train_folder: Path) -> dict[str, str]:
+def blind_reports(records: list[dict], train_folders: list[Path]) -> dict[str, str]:
     blind = {"fixed normal report": NORMAL_REPORT}
-    if (train_folder / "dataset_info.json").is_file():
-        train = [rec["findings_text"] for rec in read_manifest(train_folder, "train")]
+    folders = [folder for folder in train_folders if (folder / "dataset_info.json").is_file()]
+    if folders:
+        train = [rec["findings_text"] for folder in folders for rec in read_manifest(folder, "train")]
         blind["most frequent training report"] = Counter(train).most_common(1)[0][0]
     blind["most frequent scored report (oracle)"] = Counter(r["findings_text"] for r in records).most_common(1)[0][0]
     return blind
 
 
-def score_seed(model, processor, seed: int, n: int, train_folder: Path, image_size: int) -> dict:
+def score_seed(model, processor, seed: int, n: int, train_folders: list[Path], image_size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / f"seed{seed}"
         write_dataset(folder, n, seed=seed, size=image_size)
@@ -49,7 +50,7 @@ def score_seed(model, processor, seed: int, n: int, train_folder: Path, image_si
     model_ce = compute_ce(reports, refs)
     blind = {
         name: compute_ce([text] * len(refs), refs)["f1_micro"]
-        for name, text in blind_reports(records, train_folder).items()
+        for name, text in blind_reports(records, train_folders).items()
     }
     card_blind = max(v for k, v in blind.items() if "oracle" not in k)
     return {
@@ -65,12 +66,19 @@ def score_seed(model, processor, seed: int, n: int, train_folder: Path, image_si
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[5151, 6262, 7373])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5151, 6262, 7373, 8484, 9595])
     parser.add_argument("--n", type=int, default=400, help="studies per seed")
-    parser.add_argument("--data", type=Path, default=Path("runs/reproduce/data/default"))
+    parser.add_argument("--model", help="checkpoint folder (default: the embedded default model)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[Path("runs/reproduce/data/default"), Path("runs/reproduce/data/refine")],
+        help="the model's training sets (for the most frequent training report)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results/default_model_unseen_seeds.json"))
     args = parser.parse_args(argv)
-    folder = default_model_path()
+    folder = args.model or default_model_path()
     model, processor = load_for_generation(str(folder))
     image_size = model.config.vision_config.image_size  # SynthCXR drawn at the size the default model was trained on
     per_seed = []
