@@ -36,6 +36,7 @@ def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str], c
     ce = [results[(size, s, arm)]["ce"] for s in seeds]
     row = {
         "size": size,
+        "seeds": list(seeds),
         "arm": arm,
         "f1_micro": _summary([c["f1_micro"] for c in ce]),
         "f1_macro": _summary([c["f1_macro"] for c in ce]),
@@ -52,11 +53,20 @@ def _arm_row(results: dict, size: int, arm: str, seeds, references: list[str], c
     return row
 
 
+def _complete_seeds(results: dict, size: int, settings) -> tuple[list[str], list[int]]:
+    """(arms with a finished run at `size`, the seeds on which every one of them finished). Every arm of a size is
+    summarised over the same seeds, so the paired tests pair like with like; a run still going (`--table-only`
+    before the grid is done) or an extra seed of one arm only is left out."""
+    arms = [arm for arm in settings.arms if any((size, seed, arm) in results for seed in settings.seeds)]
+    seeds = [seed for seed in settings.seeds if all((size, seed, arm) in results for arm in arms)]
+    return arms, seeds
+
+
 def _markdown(rows: list[dict], blind: list[dict]) -> str:
-    head = "| size | arm | CE micro-F1 | CE macro-F1 | " + " | ".join(FOCUS) + " | p (studies) | p (seeds) |"
-    lines = [head, "|" + "---|" * (6 + len(FOCUS))]
+    head = "| size | seeds | arm | CE micro-F1 | CE macro-F1 | " + " | ".join(FOCUS) + " | p (studies) | p (seeds) |"
+    lines = [head, "|" + "---|" * (7 + len(FOCUS))]
     for row in rows:
-        cells = [str(row["size"]), row["arm"], _pm(row["f1_micro"]), _pm(row["f1_macro"])]
+        cells = [str(row["size"]), str(len(row["seeds"])), row["arm"], _pm(row["f1_micro"]), _pm(row["f1_macro"])]
         cells += [_pm(row["per_label_f1"][label]) for label in FOCUS]
         studies = row.get("vs_baseline_studies", {}).get("permutation", {}).get("p_value")
         seeds = row.get("vs_baseline_seeds", {}).get("p_ttest")
@@ -65,7 +75,9 @@ def _markdown(rows: list[dict], blind: list[dict]) -> str:
     for row in blind:
         labels = [f"{row['per_label'][label]['f1']:.3f}" for label in FOCUS]
         lines.append(
-            f"| — | {row['system']} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | " + " | ".join(labels) + " | | |"
+            f"| — | | {row['system']} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | "
+            + " | ".join(labels)
+            + " | | |"
         )
     return "\n".join(lines)
 
@@ -118,12 +130,10 @@ def write_tables(
     control: str = "baseline",
 ) -> dict:
     """`<name>.json/.md/.png` for `settings`' sizes x arms; p-values compare each arm with `control`."""
-    rows = [  # a (size, arm) cell missing a seed (`--table-only` before the grid is done) is left out
-        _arm_row(results, size, arm, settings.seeds, references, control)
-        for size in settings.train_sizes
-        for arm in settings.arms
-        if all((size, seed, arm) in results for seed in settings.seeds)
-    ]
+    rows = []
+    for size in settings.train_sizes:
+        arms, seeds = _complete_seeds(results, size, settings)
+        rows += [_arm_row(results, size, arm, seeds, references, control) for arm in arms] if seeds else []
     blind = []
     for system, report in blind_reports.items():
         ce = compute_ce([report] * len(references), references)
