@@ -1,12 +1,14 @@
 """The embedded default model: the reproduction's features + maps arm trained longer, on more data, with map dropout.
 
-    asarg reproduce --out runs/reproduce --default-model    # after (or instead of) the grid; resumable
+    asarg reproduce --out runs/reproduce --default-model    # after (or instead of) the grid; resumable per stage
 
 Same tokenizer, vision tower, specialist and recipe as the ablation's features + maps arm (it starts from
-`init/features+maps`); it differs in budget only — its own, larger SynthCXR training set (a seed no other folder
-uses), more steps — and in `seg_map_dropout`, so that any subset of maps is an input it has seen (the Space's
-counterfactual switch removes maps). It is scored on a hold-out set from yet another seed, beside the image-blind
-reports, and those scores go into `default/scores.json` (the model card's numbers).
+`init/features+maps`), with `seg_map_dropout` so that any subset of maps is an input it has seen (the Space's
+counterfactual switch removes maps). It differs in budget: stage 1 trains on its own, larger SynthCXR set (a seed no
+other folder uses) with the tower frozen, as the arms do; stage 2 (refine) continues on a fresh set at a lower rate
+with the tower trained too; then the repetition penalty is chosen on validation studies and stored in its
+generation config. It is scored on a hold-out set from yet another seed, beside the image-blind reports, and those
+scores go into `default/scores.json` (the model card's numbers).
 """
 
 from __future__ import annotations
