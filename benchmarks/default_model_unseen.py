@@ -26,15 +26,12 @@ from asarg.generate import generate_reports, load_for_generation
 from asarg.models import default_model_path
 from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
 from asarg.training.default_model import holdout_records
-from asarg.training.reproduce import NORMAL_REPORT
+from asarg.training.reproduce import image_blind_reports
 
 
 def blind_reports(records: list[dict], train_folders: list[Path]) -> dict[str, str]:
-    blind = {"fixed normal report": NORMAL_REPORT}
     folders = [folder for folder in train_folders if (folder / "dataset_info.json").is_file()]
-    if folders:
-        train = [rec["findings_text"] for folder in folders for rec in read_manifest(folder, "train")]
-        blind["most frequent training report"] = Counter(train).most_common(1)[0][0]
+    blind = image_blind_reports([rec["findings_text"] for folder in folders for rec in read_manifest(folder, "train")])
     blind["most frequent scored report (oracle)"] = Counter(r["findings_text"] for r in records).most_common(1)[0][0]
     return blind
 

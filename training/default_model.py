@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -88,15 +87,12 @@ def score_holdout(model_dir: Path, folder: Path, train_reports: list[str]) -> di
     """CE of the model's greedy reports on every hold-out study, beside the image-blind reports scored the same way."""
     from asarg.evaluation.clinical_efficacy import compute_ce
 
-    from .reproduce import NORMAL_REPORT, evaluate_run
+    from .reproduce import evaluate_run, image_blind_reports
 
     records = holdout_records(folder)
     result = evaluate_run(model_dir, records, folder, name="holdout.json")
     refs = [rec["findings_text"] for rec in records]
-    blind = {
-        "fixed normal report": NORMAL_REPORT,
-        "most frequent training report": Counter(train_reports).most_common(1)[0][0],
-    }
+    blind = image_blind_reports(train_reports)
     blind_ce = {name: compute_ce([text] * len(refs), refs) for name, text in blind.items()}
     best_blind = max(ce["f1_micro"] for ce in blind_ce.values())
     return {
