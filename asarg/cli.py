@@ -13,10 +13,10 @@ import sys
 # name -> (module whose `main(argv) -> int` runs the command, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("asarg.generate", "write reports for chest X-ray images (PNG/JPEG/DICOM) with an ASaRG model"),
-    "label": ("asarg.evaluation.report_labeler.cli", "label reports with the 14 CheXpert observations"),
+    "label": ("asarg.evaluation.label_cli", "label reports with the 14 CheXpert observations"),
     "evaluate": ("asarg.evaluation.cli", "CE (and NLG) scores of generated reports, per-label chart"),
-    "convert-cxas": ("modeling_asarg.convert_cxas_weights", "CXAS / torchxrayvision weights -> ASaRG segmenter"),
-    "reproduce": ("asarg.training.reproduce", "the paper's four-arm ablation on SynthCXR, end to end, resumable"),
+    "convert-cxas": ("asarg.convert_cxas", "CXAS / torchxrayvision weights -> ASaRG segmenter"),
+    "reproduce": ("asarg.experiments.cli", "the paper's four-arm ablation on SynthCXR, end to end, resumable"),
     "synth": ("asarg.processing.synthcxr.cli", "generate the SynthCXR benchmark"),
     "contact-sheet": ("asarg.processing.synthcxr.contact_sheet", "PNG of SynthCXR examples with mask overlays"),
     "train-segmenter": ("asarg.training.segmenter", "train the built-in U-Net specialist on SynthCXR anatomy masks"),
@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write the Gradio Space folder (app + asarg wheel) and upload it (--dry-run)",
     ),
     "push-metric": (
-        "asarg.evaluation.metric_bundle",
+        "asarg.publish_metric",
         "publish the CheXpert CE metric as a self-contained evaluate Space",
     ),
 }

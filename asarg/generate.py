@@ -3,7 +3,7 @@
     asarg generate cxr.png study.dcm [--model DIR_OR_HUB_ID] [--ground [--top 5]] [--json] [--out FILE]
 
 `generate_reports` is the batched function behind it (also used by the reproduction pipeline). Without `--model` the
-model shipped inside the package is used (`asarg.models.resolve_model`). Images are read with
+model shipped inside the package is used (`asarg.processing.models.resolve_model`). Images are read with
 `asarg.processing.image_io.load_image` (PNG/JPEG 8/16-bit, DICOM) one batch at a time; a file that cannot be read is
 reported by name and the others still run (the exit status is 1 then; 2 when there is no model to run). `--json`
 writes JSON Lines: `{"image": path, "report": text}`. `--ground` adds, per sentence, its CheXpert labels and the
@@ -16,55 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from contextlib import contextmanager
 
-import torch
-
+from asarg.processing.inference import generate_reports, load_for_generation
 from asarg.processing.loaders.common import DEFAULT_PROMPT
-
-
-def _prompt_text(processor, prompt: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
-@torch.inference_mode()
-def generate_reports(
-    model,
-    processor,
-    images: Sequence,
-    prompt: str = DEFAULT_PROMPT,
-    batch_size: int = 8,
-    max_new_tokens: int = 160,
-    **generate_kwargs,
-) -> list[str]:
-    """One report per image (PIL or numpy), greedy unless `generate_kwargs` say otherwise; batches are left-padded."""
-    text = _prompt_text(processor, prompt)
-    tokenizer = processor.tokenizer
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    reports: list[str] = []
-    try:
-        for start in range(0, len(images), batch_size):
-            chunk = list(images[start : start + batch_size])
-            inputs = processor(images=chunk, text=[text] * len(chunk), padding=True, return_tensors="pt")
-            inputs = inputs.to(model.device)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
-            new_tokens = out[:, inputs["input_ids"].shape[1] :]
-            reports += [r.strip() for r in processor.post_process_image_text_to_text(new_tokens)]
-    finally:
-        tokenizer.padding_side = padding_side
-    return reports
-
-
-def load_for_generation(model_id: str):
-    """(model in eval mode, processor); checksums and unreadable weight files are checked first, with clear errors."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from asarg.processing.checkpoints import open_checkpoint
-
-    model, processor = open_checkpoint(model_id, AutoModelForImageTextToText, AutoProcessor, trust_remote_code=True)
-    return model.eval(), processor
 
 
 def _read_image(path: str):
@@ -87,7 +42,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ground", action="store_true", help="per sentence: CheXpert labels and traced anatomy with boxes")
     p.add_argument("--top", type=int, default=5, help="structures shown per sentence with --ground")
     p.add_argument("--json", action="store_true", help="write JSON Lines, one object per image")
-    p.add_argument("--out", help="write here instead of standard output")
+    p.add_argument("--out", help="write here instead of standard output (a new file; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a --model folder to run its own modelling code when it differs from the installed asarg's",
+    )
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when it is not a terminal")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.top < 1:
@@ -148,10 +109,10 @@ def _ground_each(model, processor, paths: list[str], images: list, args, errors:
 
 def _load(args):
     """(model, processor), or (None, error line) when the model cannot be found or cannot ground."""
-    from asarg.models import resolve_model
+    from asarg.processing.models import resolve_model
 
     try:
-        model, processor = load_for_generation(resolve_model(args.model))
+        model, processor = load_for_generation(resolve_model(args.model), args.trust_remote_code)
     # No embedded default model, no such folder or Hub repository, not a checkpoint, a damaged one (CheckpointError
     # is a ValueError): each message says why, and a traceback would add nothing.
     except (OSError, ValueError) as error:
@@ -171,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     args = _parse(argv)
+    if args.out is not None:  # before the model loads: a bad path must cost nothing, and never an input
+        from asarg.processing.outputs import OutputError, check_output_file
+
+        try:
+            args.out = check_output_file(args.out, args.images, overwrite=args.overwrite, what="--out")
+        except OutputError as error:
+            print(f"asarg generate: {error}", file=sys.stderr)
+            return 2
     loaded, problem = _load(args)
     if problem:
         print(problem, file=sys.stderr)
@@ -194,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def _output(path: str | None):
-    """The output stream: standard output, or a file written as the images are done."""
+    """The output stream: standard output, or a file that replaces `path` once every image is done."""
     if path is None:
         yield sys.stdout
         return
-    with open(path, "w", encoding="utf-8") as stream:
+    from asarg.processing.outputs import staged_file
+
+    with staged_file(path) as stream:
         yield stream
 
 

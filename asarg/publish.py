@@ -16,7 +16,11 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+from asarg.processing.checkpoints import MANIFEST
+from asarg.processing.outputs import MARKER, check_output_dir
 
 # Files a checkpoint folder contributes (optimizer state, training_args.bin and old remote code stay behind).
 CHECKPOINT_FILES = (
@@ -37,9 +41,8 @@ CXAS_ARCHITECTURE = "cxas_unet_resnet50"
 
 def _copy_checkpoint(checkpoint: Path, staging: Path) -> dict:
     """Copy the shipped files; `config.json` gets the current `auto_map` (the owner's line gives the generating model)."""
+    from asarg.processing.models import remote_code_files
     from modeling_asarg.modeling_asarg import AUTO_MAP
-
-    from .models import remote_code_files
 
     for name in CHECKPOINT_FILES:
         if (checkpoint / name).is_file():
@@ -52,26 +55,38 @@ def _copy_checkpoint(checkpoint: Path, staging: Path) -> dict:
     return config
 
 
-def build_hub_folder(checkpoint, out, repo_id: str, base_model: str | None = None, scores=None) -> Path:
-    """Write the Hub folder of `checkpoint` to `out` (replaced if it exists); returns `out`."""
-    from asarg.processing.checkpoints import check_checkpoint, write_checksums
+def build_hub_folder(
+    checkpoint, out, repo_id: str, base_model: str | None = None, scores=None, require_checksums: bool = True
+) -> Path:
+    """Write the Hub folder of `checkpoint` to `out` through a staging folder (an existing `out` is replaced only once
+    the new folder is complete; callers check `out` first with `check_output_dir`); returns `out`.
 
-    from .model_card import model_card
+    The checkpoint's weights are verified against its `checksums.sha256` first and refused when they fail, so a
+    damaged file never gets a fresh manifest; `require_checksums=False` also accepts a folder without one (then only headers are checked)."""
+    from asarg.processing.checkpoints import check_checkpoint, write_checksums
+    from asarg.processing.outputs import staged_dir
+    from asarg.training.model_card import model_card
 
     checkpoint, out = Path(checkpoint), Path(out)
-    check_checkpoint(checkpoint)  # a torn or LFS-pointer weights file fails here, not on the Hub
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    config = _copy_checkpoint(checkpoint, staging)
-    if scores is not None:
-        shutil.copy2(scores, staging / "scores.json")
-    card = model_card(staging, config, repo_id, base_model=base_model)
-    card.save(staging / "README.md")
-    write_checksums(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    check_checkpoint(
+        checkpoint, verify=True if require_checksums else None
+    )  # damaged, torn or LFS-pointer weights stop here
+    with staged_dir(out, "push", checkpoint=str(checkpoint.resolve()), repo_id=repo_id) as staging:
+        config = _copy_checkpoint(checkpoint, staging)
+        if scores is not None:
+            shutil.copy2(scores, staging / "scores.json")
+        card = model_card(staging, config, repo_id, base_model=base_model)
+        card.save(staging / "README.md")
+        write_checksums(staging)
     return out
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """`repo_id` when huggingface_hub accepts it as a repository id (`name` or `owner/name`), else ValueError."""
+    from huggingface_hub.utils import validate_repo_id as hub_validate
+
+    hub_validate(repo_id)  # HFValidationError is a ValueError
+    return repo_id
 
 
 def upload(
@@ -97,57 +112,112 @@ def upload(
         repo_type=repo_type,
         folder_path=str(folder),
         revision=revision,
+        ignore_patterns=[MARKER],  # the folder's "written by asarg" marker stays local
         commit_message=commit_message or f"Upload ASaRG {repo_type} (asarg push)",
     )
     return str(getattr(commit, "commit_url", commit))
 
 
 def listing(folder: Path) -> list[str]:
-    """`size  path` lines of every file under `folder`, sorted."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    """`size  path` lines of every file under `folder` that goes up, sorted (the local marker does not)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
     return [f"{p.stat().st_size:>12,d}  {p.relative_to(folder)}" for p in files]
 
 
 def _resolve_checkpoint(name: str) -> Path:
-    from .models import default_model_path
+    from asarg.processing.models import default_model_path
 
     return Path(default_model_path() if name == "default" else name)
+
+
+def publish_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options `asarg push`, `push-space` and `push-metric` share, defined once."""
+    p.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
+    p.add_argument("--out", help="where the folder is written (default: a new temporary folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if this command did not write it")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
+    return p
+
+
+def run_publish(
+    command: str,
+    repo_id: str,
+    args: argparse.Namespace,
+    build,
+    *,
+    inputs=(),
+    owned=(),
+    folder_name: str = "hub",
+    repo_type: str = "model",
+    revision: str | None = None,
+    commit_message: str | None = None,
+    check=None,
+    after=None,
+) -> int:
+    """The one build -> list -> dry run or upload sequence of the publishing commands. `build(out)` writes the folder
+    (through a staging folder) and returns it; `check()` validates the inputs first; `after(folder)` runs after a
+    successful upload. Exit status: 0, 2 for
+    a bad argument or a folder that cannot be built, 1 for a failed upload."""
+    try:
+        validate_repo_id(repo_id)
+        if check is not None:
+            check()
+        if args.out:
+            out = check_output_dir(args.out, inputs, command=command, overwrite=args.overwrite, owned=owned)
+        else:
+            out = Path(tempfile.mkdtemp(prefix=f"asarg-{command}-")) / folder_name
+        folder = build(out)
+    except (OSError, ValueError, SystemExit) as error:  # build_space reports a wheel mismatch as SystemExit
+        print(f"asarg {command}: {error}", file=sys.stderr)
+        return 2
+    print(f"{repo_type} folder for {repo_id}: {folder}")
+    print("\n".join(listing(folder)))
+    if args.dry_run:
+        print("dry run: nothing uploaded")
+        return 0
+    where = f"the Space {repo_id}" if repo_type == "space" else repo_id
+    try:
+        print(upload(folder, repo_id, args.private, revision, args.token, repo_type, commit_message))
+        if after is not None:
+            after(folder)
+    except OSError as error:  # huggingface_hub's HTTP and missing-token errors are OSErrors
+        print(f"asarg {command}: uploading to {where} failed: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="asarg push", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a checkpoint folder (e.g. a training run's output_dir), or `default`")
     p.add_argument("repo_id", help="the Hub model repository, e.g. org/asarg")
-    p.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
-    p.add_argument("--out", help="where the Hub folder is written (default: a temporary folder)")
-    p.add_argument("--private", action="store_true")
+    publish_options(p)
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="push a checkpoint that has no checksums.sha256 (its weights cannot be verified)",
+    )
     p.add_argument("--revision", help="a branch to upload to (created if missing)")
     p.add_argument("--base-model", help="the Hub id this model was grown from (model card metadata)")
     p.add_argument("--scores", help="scores.json for the model card (default: the checkpoint's own, if any)")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
     args = p.parse_args(argv)
-    try:
-        checkpoint = _resolve_checkpoint(args.checkpoint)
+    checkpoint = _resolve_checkpoint(args.checkpoint)
+
+    def check() -> None:
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder (no config.json)")
-        out = Path(args.out) if args.out else Path(_tempdir()) / args.repo_id.replace("/", "--")
-        folder = build_hub_folder(checkpoint, out, args.repo_id, args.base_model, args.scores)
-    except (OSError, ValueError) as error:
-        print(f"asarg push: {error}", file=sys.stderr)
-        return 2
-    print(f"Hub folder for {args.repo_id}: {folder}")
-    print("\n".join(listing(folder)))
-    if args.dry_run:
-        print("dry run: nothing uploaded")
-        return 0
-    print(upload(folder, args.repo_id, args.private, args.revision, args.token))
-    return 0
+        if not (checkpoint / MANIFEST).is_file() and not args.allow_unverified:
+            raise ValueError(
+                f"{checkpoint} has no {MANIFEST}, so its weights cannot be verified before they are published. "
+                "Checkpoints written by asarg have one; if you know these weights are good, pass --allow-unverified."
+            )
+
+    def build(out: Path) -> Path:
+        verified = not args.allow_unverified
+        return build_hub_folder(checkpoint, out, args.repo_id, args.base_model, args.scores, verified)
+
+    inputs = [checkpoint, args.scores]
+    return run_publish("push", args.repo_id, args, build, inputs=inputs, revision=args.revision, check=check)
 
 
-def _tempdir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="asarg-push-")
-
-
-__all__ = ["build_hub_folder", "listing", "upload"]
+__all__ = ["build_hub_folder", "listing", "publish_options", "run_publish", "upload", "validate_repo_id"]

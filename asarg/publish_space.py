@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import tempfile
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -33,37 +32,32 @@ def _build_space_module():
 
 
 def build_space_folder(out: Path) -> Path:
-    return _build_space_module().build(Path(out), python=sys.executable)
+    """Build the Space folder in a staging folder and move it to `out` (check `out` first: it is replaced)."""
+    from asarg.processing.outputs import staged_dir
+
+    module = _build_space_module()
+    with staged_dir(Path(out), "push-space") as staging:
+        module.build(staging, python=sys.executable)
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .publish import listing, upload
+    from .publish import publish_options, run_publish
 
     p = argparse.ArgumentParser(prog="asarg push-space", description=__doc__.split("\n\n")[0])
     p.add_argument("repo_id", help="the Space, e.g. org/asarg-demo")
-    p.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
-    p.add_argument("--out", help="where the Space folder is written (default: a temporary folder)")
-    p.add_argument("--private", action="store_true")
     p.add_argument("--model", help="a Hub model id for the Space to load (sets the Space variable ASARG_MODEL)")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
-    args = p.parse_args(argv)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="asarg-space-")) / "space"
-    try:
-        folder = build_space_folder(out)
-    except (OSError, SystemExit) as error:  # build_space reports a wheel/requirements mismatch as SystemExit
-        print(f"asarg push-space: {error}", file=sys.stderr)
-        return 2
-    print(f"Space folder for {args.repo_id}: {folder}")
-    print("\n".join(listing(folder)))
-    if args.dry_run:
-        print("dry run: nothing uploaded")
-        return 0
-    print(upload(folder, args.repo_id, args.private, token=args.token, repo_type="space"))
-    if args.model:
-        from huggingface_hub import HfApi
+    args = publish_options(p).parse_args(argv)
 
-        HfApi(token=args.token).add_space_variable(args.repo_id, "ASARG_MODEL", args.model)
-    return 0
+    def set_model(folder: Path) -> None:
+        if args.model:
+            from huggingface_hub import HfApi
+
+            HfApi(token=args.token).add_space_variable(args.repo_id, "ASARG_MODEL", args.model)
+
+    return run_publish(
+        "push-space", args.repo_id, args, build_space_folder, folder_name="space", repo_type="space", after=set_model
+    )
 
 
 __all__ = ["build_space_folder", "main"]

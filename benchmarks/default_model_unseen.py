@@ -22,11 +22,11 @@ from pathlib import Path
 from PIL import Image
 
 from asarg.evaluation.clinical_efficacy import compute_ce
-from asarg.generate import generate_reports, load_for_generation
-from asarg.models import default_model_path
+from asarg.experiments.default_model import holdout_records
+from asarg.experiments.steps import image_blind_reports
+from asarg.processing.inference import generate_reports, load_for_generation
+from asarg.processing.models import default_model_path
 from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
-from asarg.training.default_model import holdout_records
-from asarg.training.reproduce import image_blind_reports
 
 
 def blind_reports(records: list[dict], train_folders: list[Path]) -> dict[str, str]:

@@ -38,7 +38,7 @@ KS = (1, 3)
 
 
 def load(model_dir: str, device: str):
-    from asarg.generate import load_for_generation
+    from asarg.processing.inference import load_for_generation
 
     model, processor = load_for_generation(model_dir)
     return model.to(device).eval(), processor
@@ -173,7 +173,7 @@ def grounding_scores(traces: list, findings: list, order: list[str]) -> dict:
 def timings(model, processor, records: list[dict], root: Path, groups: dict, args) -> dict:
     """Tracing now vs before (same reports, same run), first report and full grounding, seconds per study."""
     from asarg.evaluation.grounding import ground_report, trace_report
-    from asarg.generate import generate_reports
+    from asarg.processing.inference import generate_reports
 
     rows = {"trace": [], "trace_per_row_vision": [], "first_report": [], "full_grounding": []}
     for record in records:

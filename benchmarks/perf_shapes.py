@@ -1,6 +1,6 @@
 """The model shapes of the performance suite, built from configs alone (random weights, nothing downloaded).
 
-    tiny          asarg.tiny: the tests' model (32 px CLIP, 2-layer Llama, 4 maps, 8 feature channels)
+    tiny          asarg.training.tiny: the tests' model (32 px CLIP, 2-layer Llama, 4 maps, 8 feature channels)
     small-synth   asarg.training.small_synth.SMALL_SYNTH: the reproduction's model (59 maps, 32 channels)
     smol          SmolLM2-135M's text config + a ViT-B/14 at 336 px (576 image tokens), CXAS seg (159 maps, 128 ch)
     llava-1.5-7b  LLaVA-1.5-7B's config (Llama-2-7B + CLIP ViT-L/14 at 336), CXAS seg; meta device on CPU
@@ -45,14 +45,14 @@ def llava_config(name: str) -> LlavaConfig:
 
 
 def _tiny() -> LlavaConfig:
-    from asarg.tiny import tiny_llava_config, tiny_tokenizer
+    from asarg.training.tiny import tiny_llava_config, tiny_tokenizer
 
     return tiny_llava_config(tiny_tokenizer())
 
 
 def _small_synth() -> LlavaConfig:
-    from asarg.tiny import tiny_tokenizer
     from asarg.training.small_synth import SMALL_SYNTH, small_synth_config
+    from asarg.training.tiny import tiny_tokenizer
 
     spec = SMALL_SYNTH
     config = small_synth_config(tiny_tokenizer(), None, False, False, spec)
@@ -145,7 +145,7 @@ def seg_overrides(shape: Shape, arm: str = "features+maps", segmenter: bool = Fa
 
 
 def _unet_settings(shape: Shape) -> dict:
-    if shape.name == "tiny":  # asarg.tiny's built-in segmenter
+    if shape.name == "tiny":  # asarg.training.tiny's built-in segmenter
         return default_segmenter_config(shape.num_seg_classes, shape.seg_feature_channels, (8, 16), 32)
     # The small-synth specialist that `asarg train-segmenter` trains (runs/reproduce/segmenter/segmenter_config.json).
     return default_segmenter_config(shape.num_seg_classes, shape.seg_feature_channels, (16, 32, 64, 128), 128)

@@ -44,7 +44,7 @@ def real_entry_bytes() -> tuple[int, float]:
 
     from asarg.processing.image_io import load_image
     from asarg.processing.seg_cache import SegCache
-    from asarg.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
+    from asarg.training.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
     from modeling_asarg import AsargForConditionalGeneration, cxas_seg_config, llava_config_kwargs
 
     tokenizer = tiny_tokenizer()

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from asarg.processing.loaders.common import DEFAULT_PROMPT
+from asarg.processing.inference import generate_reports, prompt_text
+from asarg.processing.loaders.common import DEFAULT_PROMPT, messages
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Results
@@ -96,10 +97,8 @@ def token_sentence_ids(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple
 
 def _chat_text(processor, prompt: str, report: str) -> tuple[str, int]:
     """The full teacher-forcing text and the character offset of the report in it."""
-    user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    assistant = [{"role": "assistant", "content": [{"type": "text", "text": report}]}]
-    full = processor.apply_chat_template(user + assistant)
-    prefix = processor.apply_chat_template(user, add_generation_prompt=True)
+    full = processor.apply_chat_template(messages(report, prompt))
+    prefix = prompt_text(processor, prompt)
     common = 0
     while common < min(len(prefix), len(full)) and prefix[common] == full[common]:
         common += 1
@@ -550,7 +549,6 @@ def _named_structures(config, structures) -> dict[str, list[int]]:
 
 def _generate_one(model, processor, image, prompt, max_new_tokens, maps, features) -> str:
     """The greedy report for one image, fed the given segmentation (the segmenter does not run again)."""
-    from asarg.generate import generate_reports
 
     seg = {"seg_maps": maps} | ({} if features is None else {"seg_features": features})
     return generate_reports(model, processor, [image], prompt or DEFAULT_PROMPT, 1, max_new_tokens, **seg)[0]

@@ -14,19 +14,16 @@ that is kept in git: it is generated from the one source each time.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import re
-import shutil
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from asarg.publish import listing
+from asarg.processing.outputs import check_output_dir, staged_dir
 
 EVALUATION_DIR = Path(__file__).resolve().parent  # the source folder of `asarg.evaluation`
 PACKAGE = "asarg.evaluation"
@@ -473,17 +470,10 @@ def script_name(repo_id: str | None) -> str:
     return match.group(1)
 
 
-def _check_out(out: Path) -> None:
-    """`out` is replaced, so it must be new, empty, or a folder this command built before."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a folder.")
-    generated = out / f"{ROOT}.py"
-    previous = generated.is_file() and generated.read_text(encoding="utf-8").startswith(HEADER)
-    if out.is_dir() and any(out.iterdir()) and not previous:
-        raise ValueError(
-            f"--out {out} is not empty and was not built by asarg push-metric; pass a new or empty folder (the "
-            "folder is replaced, and all of it would be uploaded)."
-        )
+def _check_out(out: Path, overwrite: bool = False) -> Path:
+    """`out` is replaced, so it must be new, empty, or a folder this command built before (its marker, or the
+    generated module of a build from before markers)."""
+    return check_output_dir(out, command="push-metric", owned=[f"{ROOT}.py"], overwrite=overwrite)
 
 
 def _card_text(name: str, repo_id: str | None) -> dict[str, str]:
@@ -498,7 +488,7 @@ def _card_text(name: str, repo_id: str | None) -> dict[str, str]:
     return texts
 
 
-def build_metric_folder(out: Path, repo_id: str | None = None) -> Path:
+def build_metric_folder(out: Path, repo_id: str | None = None, overwrite: bool = False) -> Path:
     """Write the self-contained metric folder to `out` (replaced if it exists) and return it: the script (named after
     `repo_id`'s name, default chexpert_ce.py), the generated clinical_efficacy.py, README.md, app.py,
     requirements.txt and the phrase lists' licence. `evaluate.load(str(out / "<name>.py"))` loads it with only
@@ -510,60 +500,16 @@ def build_metric_folder(out: Path, repo_id: str | None = None) -> Path:
             f"No metric script at {METRIC_DIR / (SCRIPT + '.py')}: push-metric builds from a source checkout of "
             "ASaRG (pip install -e .), whose metrics/ folder is not part of the installed package."
         )
-    _check_out(out)
+    out = _check_out(out, overwrite)
     script = bundle_script((METRIC_DIR / f"{SCRIPT}.py").read_text(encoding="utf-8"))
     if repo_id is not None:
         script = script.replace(IN_REPO_LOAD, f'"{repo_id}"')
     files = {f"{name}.py": script, f"{ROOT}.py": generate_module(), **_card_text(name, repo_id)}
     files[Path(LICENSE).name] = (EVALUATION_DIR / LICENSE).read_text(encoding="utf-8")
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for file, text in files.items():
-        (staging / file).write_text(text, encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    with staged_dir(out, "push-metric", marker=False) as staging:  # its generated module marks it
+        for file, text in files.items():
+            (staging / file).write_text(text, encoding="utf-8")
     return out
-
-
-# ---- publishing ---------------------------------------------------------------------------------------------------
-
-
-def upload(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Create the Space (Gradio SDK) if needed and upload `folder` to it (`asarg.publish.upload`)."""
-    from asarg.publish import upload as upload_to_hub
-
-    message = "Upload the CheXpert CE metric (asarg push-metric)"
-    return upload_to_hub(folder, repo_id, private, token=token, repo_type="space", commit_message=message)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="asarg push-metric", description=__doc__.split("\n\n")[0])
-    p.add_argument("repo_id", help="the Space to publish to, e.g. org/chexpert_ce (its name names the script)")
-    p.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
-    p.add_argument("--out", help="where the folder is written (default: a temporary folder)")
-    p.add_argument("--private", action="store_true", help="create the Space private")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
-    args = p.parse_args(argv)
-    try:
-        name = script_name(args.repo_id)
-        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="asarg-push-metric-")) / name
-        folder = build_metric_folder(out, args.repo_id)
-    except (OSError, ValueError) as error:
-        print(f"asarg push-metric: {error}", file=sys.stderr)
-        return 2
-    print(f"metric folder for the Space {args.repo_id}: {folder}")
-    print("\n".join(listing(folder)))
-    if args.dry_run:
-        print("dry run: nothing uploaded")
-        return 0
-    try:
-        print(upload(folder, args.repo_id, args.private, args.token))
-    except OSError as error:  # huggingface_hub's HTTP and missing-token errors are OSErrors
-        print(f"asarg push-metric: uploading to the Space {args.repo_id} failed: {error}", file=sys.stderr)
-        return 1
-    print(f'load it with: evaluate.load("{args.repo_id}")')
-    return 0
 
 
 __all__ = [
@@ -571,7 +517,5 @@ __all__ = [
     "build_metric_folder",
     "bundle_script",
     "generate_module",
-    "main",
     "phrase_files",
-    "upload",
 ]

@@ -1,4 +1,5 @@
-"""Convert a CXAS or torchxrayvision checkpoint into ASaRG's CXAS-compatible segmenter (`asarg convert-cxas`).
+"""Convert a CXAS or torchxrayvision checkpoint into ASaRG's CXAS-compatible segmenter (the `asarg convert-cxas`
+command, `asarg.convert_cxas`, is its command line).
 
 The paper's specialist is CXAS (`UNet_ResNet50_default`, 159 anatomy classes). Its weights are published by
 cxas (Google Drive, `~/.cxas/weights/UNet_ResNet50_default.pth`) and torchxrayvision (GitHub release asset
@@ -19,7 +20,6 @@ checkpoint) the directory also gets a complete ASaRG checkpoint whose built-in s
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, build_segmenter, cxas_segmenter_config
-from modeling_asarg.configuration_asarg import CXAS_ANATOMY_GROUPS, CXAS_FEATURE_LEVELS, cxas_seg_config
 
 SEGMENTER_WEIGHTS = "segmenter.safetensors"
 SEGMENTER_CONFIG = "segmenter_config.json"
@@ -239,65 +238,3 @@ def build_processor_for(model, source: str):
     if not hasattr(base, "image_processor") or not hasattr(base, "tokenizer"):
         return None
     return AsargProcessor.from_llava_processor(base, model.config)
-
-
-# ---- CLI -------------------------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asarg convert-cxas",
-        description="Convert a CXAS / torchxrayvision chestx_anatomy checkpoint (.pth) into ASaRG's CXAS-compatible "
-        "segmenter (safetensors), optionally inside a complete ASaRG checkpoint.",
-    )
-    parser.add_argument("checkpoint", help="UNet_ResNet50_default.pth (cxas) or *_repack.pth (torchxrayvision)")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument(
-        "--feature-level",
-        default="feats",
-        choices=list(CXAS_FEATURE_LEVELS),
-        help="intermediate map that feeds the projector (default: feats, CXAS's 128-channel decoder features)",
-    )
-    parser.add_argument("--class-names", help="text file, one class name per line (default: CXAS's 159)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--llava", help="also write a full ASaRG checkpoint grown from this LLaVA checkpoint")
-    source.add_argument("--asarg", help="also write this ASaRG checkpoint with the converted segmenter in it")
-    selection = parser.add_mutually_exclusive_group()
-    selection.add_argument("--classes", nargs="+", help="with --llava: the CXAS classes the projector reads")
-    selection.add_argument(
-        "--groups", choices=["anatomy"], help=f"with --llava: read group maps ({', '.join(CXAS_ANATOMY_GROUPS)})"
-    )
-    parser.add_argument("--no-seg-maps", action="store_true", help="with --llava: the projector reads no maps")
-    parser.add_argument("--no-seg-features", action="store_true", help="with --llava: the projector reads no features")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    class_names = None
-    if args.class_names:
-        class_names = [n.strip() for n in Path(args.class_names).read_text().splitlines() if n.strip()]
-    config, state_dict = convert_checkpoint(args.checkpoint, args.feature_level, class_names)
-    model = None
-    if args.llava or args.asarg:  # built before anything is written: a misfit writes nothing
-        seg_kwargs = None
-        if args.llava:
-            seg_kwargs = cxas_seg_config(classes=args.classes, groups=args.groups, feature_level=args.feature_level)
-            seg_kwargs.pop("segmenter_config")
-            seg_kwargs.update(use_seg_maps=not args.no_seg_maps, use_seg_features=not args.no_seg_features)
-        model = build_asarg_with_segmenter(
-            config, state_dict, llava=args.llava, asarg=args.asarg, seg_kwargs=seg_kwargs
-        )
-    save_segmenter(args.out, config, state_dict)
-    print(
-        f"wrote {Path(args.out) / SEGMENTER_WEIGHTS} ({config['num_classes']} classes, features {args.feature_level})"
-    )
-    if model is not None:
-        model.save_pretrained(args.out)
-        processor = build_processor_for(model, args.llava or args.asarg)
-        if processor is not None:
-            processor.save_pretrained(args.out)
-        else:
-            print(f"note: {args.llava or args.asarg} has no processor; save an AsargProcessor next to the model")
-        print(f"wrote an ASaRG checkpoint to {args.out}")
-    return 0

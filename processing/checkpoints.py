@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 from pathlib import Path, PurePosixPath
 
@@ -33,6 +34,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Everything else `from_pretrained` reads: configs, tokenizer files, chat templates and the remote code.
 CONFIG_SUFFIXES = (".json", ".jinja", ".py", ".model", ".txt", ".tiktoken")
 LFS_POINTER_PREFIX = b"version https://git-lfs"
+# Inside a training run's output folder: Trainer checkpoints (each gets its own manifest) and tracker logs.
+_RUN_SUBFOLDER = re.compile(r"^(checkpoint-\d+|runs)$")
 _HUB_FILE_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "*.model", "*.txt", "*.tiktoken", MANIFEST]
 
 
@@ -51,6 +54,8 @@ def covered_files(folder: str | os.PathLike) -> list[str]:
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file() or relative.name == MANIFEST:
+            continue
+        if any(_RUN_SUBFOLDER.match(part) for part in relative.parts[:-1]):  # a checkpoint has its own manifest
             continue
         if path.suffix in WEIGHT_SUFFIXES + CONFIG_SUFFIXES:
             names.append(relative.as_posix())
@@ -209,18 +214,50 @@ def local_folder(source: str | os.PathLike, revision: str | None = None) -> Path
         ) from error
 
 
-def load_model(source, model_class=None, *, verify: bool | None = None, **from_pretrained_kwargs):
-    """A model from a checkpoint folder or a Hub id, checked first (`check_checkpoint`). `model_class` defaults to
-    `AsargForConditionalGeneration` (e.g. `transformers.AutoModelForImageTextToText` for any model type); the
-    kwargs go to its `from_pretrained` (`dtype`, `revision`, `attn_implementation`, ...)."""
+def foreign_code(folder: str | os.PathLike) -> list[str]:
+    """The `.py` files of a checkpoint folder that are not byte-equal to the installed `modeling_asarg`'s Hub files:
+    code that `trust_remote_code=True` would run and that this installation did not bring."""
+    import modeling_asarg
+
+    installed = Path(modeling_asarg.__file__).parent
+    return [
+        path.name
+        for path in sorted(Path(folder).glob("*.py"))
+        if not (installed / path.name).is_file() or (installed / path.name).read_bytes() != path.read_bytes()
+    ]
+
+
+def check_code(folder: str | os.PathLike, trust_remote_code: bool = False) -> bool:
+    """The `trust_remote_code` to load `folder` with. A folder whose code files all equal the installed ASaRG files
+    (or that has none) loads with the installed classes and runs nothing of its own: False. A folder with code of
+    its own loads only when the caller asked for that (`trust_remote_code=True`), else `CheckpointError` naming the
+    files."""
+    own = foreign_code(folder)
+    if own and not trust_remote_code:
+        raise CheckpointError(
+            f"{folder} ships its own model code ({', '.join(own)}) that differs from the installed asarg's; loading "
+            "it would run that code. Load it only if you trust its author: pass --trust-remote-code "
+            "(trust_remote_code=True in Python; ASARG_TRUST_REMOTE_CODE=1 for the Space)."
+        )
+    return bool(own)
+
+
+def load_model(
+    source, model_class=None, *, verify: bool | None = None, trust_remote_code: bool = False, **from_pretrained_kwargs
+):
+    """A model from a checkpoint folder or a Hub id, checked first (`check_checkpoint`, `check_code`). `model_class`
+    defaults to `AsargForConditionalGeneration` (e.g. `transformers.AutoModelForImageTextToText` for any model type);
+    the kwargs go to its `from_pretrained` (`dtype`, `revision`, `attn_implementation`, ...). Code shipped in the
+    folder runs only with `trust_remote_code=True`, and only when it differs from the installed ASaRG's."""
     from safetensors import SafetensorError
 
     if model_class is None:
         from modeling_asarg import AsargForConditionalGeneration as model_class
     folder = local_folder(source, from_pretrained_kwargs.pop("revision", None))
     check_checkpoint(folder, verify)
+    remote = check_code(folder, trust_remote_code)
     try:
-        return model_class.from_pretrained(folder, **from_pretrained_kwargs)
+        return model_class.from_pretrained(folder, trust_remote_code=remote, **from_pretrained_kwargs)
     except SafetensorError as error:  # a fault the header checks do not see: still name the folder
         raise CheckpointError(
             f"A safetensors file in {folder} cannot be read ({error}): most likely a partial download or a damaged "
@@ -228,23 +265,33 @@ def load_model(source, model_class=None, *, verify: bool | None = None, **from_p
         ) from error
 
 
-def open_checkpoint(source, model_class=None, processor_class=None, *, verify: bool | None = None, **kwargs):
+def open_checkpoint(
+    source,
+    model_class=None,
+    processor_class=None,
+    *,
+    verify: bool | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
     """(model, processor) of a checkpoint folder or Hub id, checked as in `load_model`. `processor_class` defaults
-    to `AsargProcessor` (e.g. `transformers.AutoProcessor`); `trust_remote_code` goes to both."""
+    to `AsargProcessor` (e.g. `transformers.AutoProcessor`)."""
     from modeling_asarg import AsargProcessor
 
     folder = local_folder(source, kwargs.pop("revision", None))
-    model = load_model(folder, model_class, verify=verify, **kwargs)
-    trust = {"trust_remote_code": kwargs["trust_remote_code"]} if "trust_remote_code" in kwargs else {}
-    return model, (processor_class or AsargProcessor).from_pretrained(folder, **trust)
+    model = load_model(folder, model_class, verify=verify, trust_remote_code=trust_remote_code, **kwargs)
+    remote = check_code(folder, trust_remote_code)
+    return model, (processor_class or AsargProcessor).from_pretrained(folder, trust_remote_code=remote)
 
 
 __all__ = [
     "MANIFEST",
     "CheckpointError",
     "check_checkpoint",
+    "check_code",
     "check_safetensors",
     "covered_files",
+    "foreign_code",
     "load_model",
     "open_checkpoint",
     "read_checksums",

@@ -205,6 +205,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--examples", type=int, default=3, help="SynthCXR studies to generate as examples")
     p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="let --model run its own model code (default: $ASARG_TRUST_REMOTE_CODE=1, else off)",
+    )
     return p.parse_args(argv)
 
 
@@ -224,7 +230,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        engine = Engine.load(args.model, max_new_tokens=args.max_new_tokens)
+        engine = Engine.load(args.model, args.trust_remote_code, max_new_tokens=args.max_new_tokens)
     except (FileNotFoundError, ValueError) as error:  # no embedded model yet, a model the page cannot serve, ...
         raise SystemExit(f"asarg Space: cannot serve this model: {error}") from error
     launch(build_demo(engine, make_examples(args.examples)), args.host, args.port)

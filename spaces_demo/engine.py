@@ -20,6 +20,7 @@ from PIL import Image
 from asarg.evaluation import grounding
 
 MODEL_ENV = "ASARG_MODEL"
+TRUST_ENV = "ASARG_TRUST_REMOTE_CODE"
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Analysis:
 
 def model_id(flag: str | None = None) -> str:
     """The model to serve: the `--model` flag, else $ASARG_MODEL, else the embedded default model."""
-    from asarg.models import resolve_model
+    from asarg.processing.models import resolve_model
 
     return resolve_model(flag or os.environ.get(MODEL_ENV) or None)
 
@@ -51,12 +52,15 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str | None = None, **kwargs) -> Engine:
-        """Load a local folder or Hub id (trust_remote_code: the checkpoint's own modeling files)."""
-        from asarg.generate import load_for_generation
+    def load(cls, model: str | None = None, trust_remote_code: bool | None = None, **kwargs) -> Engine:
+        """Load a local folder or Hub id. A checkpoint's own model code (differing from the installed asarg's) runs
+        only with `trust_remote_code`, by default $ASARG_TRUST_REMOTE_CODE=1."""
+        from asarg.processing.inference import load_for_generation
 
+        if trust_remote_code is None:
+            trust_remote_code = os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}
         name = model_id(model)
-        return cls(*load_for_generation(name), name=name, **kwargs)
+        return cls(*load_for_generation(name, trust_remote_code), name=name, **kwargs)
 
     def structures(self) -> list[str]:
         """What can be removed in the counterfactual: the anatomy groups, then the maps that are not a group's name

@@ -16,12 +16,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    """A script of `benchmarks/` imported as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def rg1_path():
+    """pydicom-data's real chest radiograph (RG1_UNCR.dcm, MONOCHROME1)."""
+    pytest.importorskip("data_store", reason="pydicom-data (the `data` extra) holds RG1_UNCR.dcm")
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_UNCR.dcm")
+    assert path, "pydicom-data is installed but RG1_UNCR.dcm was not found"
+    return path
+
+
 SHARED = REPO.parent / "shared"
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from asarg.tiny import tiny_tokenizer
+    from asarg.training.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 
@@ -30,7 +53,7 @@ def tokenizer():
 def make_asarg(tokenizer):
     """Factory: (model, processor) for a tiny ASaRG; `live_seg=True` randomises the (zero-initialised) seg columns
     so that seg inputs change the output without training."""
-    from asarg.tiny import tiny_asarg_config, tiny_processor
+    from asarg.training.tiny import tiny_asarg_config, tiny_processor
     from modeling_asarg import AsargForConditionalGeneration
 
     def make(live_seg: bool = False, seed: int = 0, **config_kwargs):
@@ -137,7 +160,7 @@ def quick_model(tmp_path_factory):
     default model's pipeline at toy sizes, ~15 s), with its `scores.json` beside it."""
     import shutil
 
-    from asarg.training.reproduce import main
+    from asarg.experiments.cli import main
 
     out = tmp_path_factory.mktemp("quick-reproduce")
     assert main(["--out", str(out), "--quick", "--default-model"]) == 0

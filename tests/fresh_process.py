@@ -9,7 +9,8 @@ import textwrap
 
 from conftest import xray_like
 
-FRESH_PROCESS = textwrap.dedent(
+# The first lines of every fresh-process script: nothing of this repository can be imported after them.
+BLOCK_REPOSITORY = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
@@ -19,6 +20,11 @@ FRESH_PROCESS = textwrap.dedent(
                 raise ImportError(f"{name} must not be importable in this test")
 
     sys.meta_path.insert(0, BlockRepository())
+    """
+)
+
+FRESH_PROCESS = BLOCK_REPOSITORY + textwrap.dedent(
+    """
     import torch
     from PIL import Image
     from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor

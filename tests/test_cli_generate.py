@@ -23,16 +23,6 @@ def checkpoint(make_asarg, tmp_path):
     return str(tmp_path / "model")
 
 
-@pytest.fixture(scope="module")
-def rg1_path():
-    pytest.importorskip("data_store", reason="pydicom-data (the `data` extra) holds RG1_UNCR.dcm")
-    from pydicom.data import get_testdata_file
-
-    path = get_testdata_file("RG1_UNCR.dcm")
-    assert path, "pydicom-data is installed but RG1_UNCR.dcm was not found"
-    return path
-
-
 def synthcxr_images(root, n: int) -> list[str]:
     from asarg.processing.synthcxr.dataset import read_manifest
 
@@ -106,9 +96,9 @@ def test_ground_text_has_one_indented_line_per_sentence(checkpoint, tmp_path, ca
 
 
 def test_without_model_uses_the_default_and_says_when_it_is_missing(tmp_path, monkeypatch, capsys):
-    import asarg.models
+    import asarg.processing.models
 
-    monkeypatch.setattr(asarg.models, "EMBEDDED", tmp_path / "no-default-model")
+    monkeypatch.setattr(asarg.processing.models, "EMBEDDED", tmp_path / "no-default-model")
     image = tmp_path / "a.png"
     xray_like().save(image)
     assert main(["generate", str(image)]) == 2
@@ -142,7 +132,9 @@ def test_ground_runs_the_segmenter_once_per_image_and_writes_the_plain_report(
     model, processor = make_asarg(live_seg=True)
     runs = []
     model.model.segmenter.register_forward_hook(lambda module, args, out: runs.append(args[0].shape[0]))
-    monkeypatch.setattr(asarg.generate, "load_for_generation", lambda model_id: (model.eval(), processor))
+    monkeypatch.setattr(
+        asarg.generate, "load_for_generation", lambda model_id, trust_remote_code=False: (model.eval(), processor)
+    )
     images = []
     for seed in range(2):
         images.append(str(tmp_path / f"{seed}.png"))

@@ -10,22 +10,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fresh_process import BLOCK_REPOSITORY
 
-from asarg import models
+from asarg.processing import models
 
 CARD_SCORES = models.EMBEDDED / "scores.json"
 
 # Only transformers / torch / PIL: the owner's Auto classes on the assembled folder, nothing of this repository.
-FRESH_GENERATE = textwrap.dedent(
+FRESH_GENERATE = BLOCK_REPOSITORY + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockRepository(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"modeling_asarg", "asarg", "processing"}:
-                raise ImportError(f"{name} must not be importable in this test")
-
-    sys.meta_path.insert(0, BlockRepository())
     import torch
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -72,9 +65,9 @@ def test_default_model_path_assembles_a_loadable_hub_folder(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_fresh_process_auto_class_load_scores_within_0_02_of_the_model_card(tmp_path):
     from asarg.evaluation.clinical_efficacy import compute_ce
+    from asarg.experiments.default_model import DefaultModelSettings
     from asarg.processing.loaders.common import DEFAULT_PROMPT
     from asarg.processing.synthcxr.dataset import SPLITS, read_manifest, write_dataset
-    from asarg.training.default_model import DefaultModelSettings
 
     card = json.loads(CARD_SCORES.read_text())
     n, seed = card["settings"]["holdout"]

@@ -9,6 +9,7 @@ from conftest import prompt_for
 from fresh_process import generate_in_fresh_process
 
 from asarg import publish
+from asarg.processing.outputs import MARKER
 
 HUB_FOLDER = {
     "config.json",
@@ -35,7 +36,9 @@ def dry_run(quick_model, tmp_path_factory):
 
 
 def test_dry_run_writes_exactly_the_hub_folder(dry_run, quick_model):
-    assert {p.name for p in dry_run.iterdir()} == HUB_FOLDER
+    # The one extra file is the local "written by asarg push" marker, which is neither listed nor uploaded.
+    assert {p.name for p in dry_run.iterdir()} == HUB_FOLDER | {MARKER}
+    assert MARKER not in "\n".join(publish.listing(dry_run))
     assert not (dry_run / "training_args.bin").exists()
     from asarg.processing.checkpoints import verify_checksums
 
@@ -70,7 +73,7 @@ def test_model_card_metadata_is_valid_and_matches_the_scores(dry_run):
 def test_the_cards_commands_are_ones_the_cli_takes_and_its_recipe_is_the_pipelines(dry_run):
     import shlex
 
-    from asarg.training.default_model import QUICK_DEFAULT
+    from asarg.experiments.default_model import QUICK_DEFAULT
     from asarg.training.finetune import arg_parser
 
     text = (dry_run / "README.md").read_text()
@@ -85,7 +88,7 @@ def test_the_cards_commands_are_ones_the_cli_takes_and_its_recipe_is_the_pipelin
 
 
 def test_a_cxas_segmenter_puts_its_licence_on_the_card():
-    from asarg.model_card import card_data
+    from asarg.training.model_card import card_data
 
     data = card_data({"segmenter_config": {"architecture": "cxas_unet_resnet50"}}, None, "org/asarg-cxas")
     assert data.license == "cc-by-nc-sa-4.0"

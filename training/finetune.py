@@ -43,7 +43,39 @@ def arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint folder or Hub id to start from (default: the embedded model)")
     p.add_argument("--steps", type=int, help="optimiser steps (recipe default: 300)")
     p.add_argument("--lora", action="store_true", help="LoRA on the language model instead of full fine-tuning")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds another run")
     return p
+
+
+def fingerprint(path: str | Path) -> str:
+    """A cheap identity of a data file or folder, or of a model folder: the sha256 of its files' relative names and
+    sizes (a model folder's checksums.sha256 when it has one). Equal data gives equal fingerprints; adding, removing
+    or resizing a file changes it."""
+    import hashlib
+
+    from asarg.processing.checkpoints import MANIFEST
+
+    root = Path(path)
+    if (root / MANIFEST).is_file():
+        return hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()[:16]
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(root) if file != root else file.name}\0{file.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(args: argparse.Namespace, model: str) -> dict:
+    """What a resumed run must share with the run in --out: the data, its format and the model it started from."""
+    data, source = Path(args.data).resolve(), Path(model).expanduser()
+    return {
+        "data": str(data),
+        "data_fingerprint": fingerprint(data) if data.exists() else None,
+        "format": args.format,
+        "model": str(source.resolve()) if source.is_dir() else model,
+        "model_fingerprint": fingerprint(source) if source.is_dir() else None,
+        "lora": bool(args.lora),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args = arg_parser().parse_args(argv)
 
-    from asarg.models import resolve_model
+    from asarg.processing.models import resolve_model
+    from asarg.processing.outputs import claim_run_dir
 
     from .sft_asarg import main as sft_main
     from .sft_asarg import make_parser
 
     try:
         model = resolve_model(args.model)
+        identity = run_identity(args, model)
+        claim_run_dir(args.out, [args.data, model], command="finetune", identity=identity, overwrite=args.overwrite)
         parsed = make_parser().parse_args_and_config(recipe_args(args, model, extra))
     except (FileNotFoundError, ValueError) as error:
         print(f"asarg finetune: {error}", file=sys.stderr)

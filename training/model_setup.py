@@ -46,7 +46,7 @@ def _build(args):
     if args.segmenter not in SEGMENTERS:
         raise ValueError(f"segmenter={args.segmenter!r}; use one of {SEGMENTERS}")
     if args.model_name_or_path == "tiny":
-        from asarg.tiny import tiny_asarg
+        from asarg.training.tiny import tiny_asarg
 
         if args.segmenter == "cxas":
             raise ValueError("the tiny model has the built-in U-Net; segmenter=cxas needs a LLaVA or ASaRG checkpoint")

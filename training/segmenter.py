@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from asarg.processing.atomic import atomic_write
+from asarg.processing.outputs import claim_run_dir
 from asarg.processing.synthcxr.dataset import load_masks, read_manifest
 from modeling_asarg import build_segmenter
 from modeling_asarg.configuration_asarg import IMAGENET_MEAN, IMAGENET_STD, AsargSegmenterConfig
@@ -124,7 +126,7 @@ def _restore(out: Path, segmenter, optimizer, scheduler) -> int:
     path = out / STATE_FILE
     if not path.is_file():
         return 0
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)  # a pickle in OUT must not run code
     segmenter.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -144,10 +146,21 @@ def train_segmenter(
     feature_channels=32,
     seed=0,
     max_studies=None,
+    overwrite=False,
 ) -> dict:
     """Train, evaluate on the held-out split and save; returns the Dice summary (also written to `dice.json`)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "data": str(Path(data).resolve()),
+        "size": size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "widths": list(widths),
+        "feature_channels": feature_channels,
+        "seed": seed,
+        "max_studies": max_studies,
+    }
+    out = claim_run_dir(out, [data], command="train-segmenter", identity=identity, overwrite=overwrite)
     torch.manual_seed(seed)
     inputs, targets, names = load_split(data, "train", size, max_studies)
     settings = segmenter_settings(names, size, widths, feature_channels)
@@ -217,24 +230,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-channels", type=int, default=32, help="channels of the features the projector reads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-studies", type=int, default=None, help="use at most this many studies per split")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds another run")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     widths = tuple(int(w) for w in args.widths.split(","))
-    summary = train_segmenter(
-        args.data,
-        args.out,
-        args.size,
-        args.epochs,
-        args.batch_size,
-        args.lr,
-        widths,
-        args.feature_channels,
-        args.seed,
-        args.max_studies,
-    )
+    settings = (args.size, args.epochs, args.batch_size, args.lr, widths, args.feature_channels, args.seed)
+    try:
+        summary = train_segmenter(args.data, args.out, *settings, args.max_studies, args.overwrite)
+    except ValueError as error:  # an --out it must not write, a data folder it cannot read
+        print(f"asarg train-segmenter: {error}", file=sys.stderr)
+        return 2
     worst = sorted(summary["dice"].items(), key=lambda kv: kv[1])[:5]
     print(f"mean Dice {summary['mean_dice']:.3f} on {summary['studies']} {summary['split']} studies; lowest: {worst}")
     return 0

@@ -17,9 +17,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
 from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from asarg.training.model_setup import SEGMENTERS, check_lora_targets, load_model, strip_segmenter
@@ -157,11 +159,24 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
         if not on_disk and training_args.should_save:  # an adapter alone cannot rebuild a base that exists only here
             model.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
             processor.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
+            write_checksums(os.path.join(training_args.output_dir, "base_model"))
     data = {"train_dataset": train, "eval_dataset": evals, "data_collator": collator}
     trainer = SFTTrainer(model=model, args=training_args, processing_class=processor, peft_config=peft_config, **data)
+    trainer.add_callback(ChecksumCallback())
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # the processor, and the model (Hub files + auto_map) or adapter
+    if training_args.should_save:
+        write_checksums(training_args.output_dir)  # last: it covers every file the model loads from
     return trainer
+
+
+class ChecksumCallback(TrainerCallback):
+    """Write `checksums.sha256` into every checkpoint the Trainer saves, so a damaged one fails verification."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if args.should_save and os.path.isdir(folder):
+            write_checksums(folder)
 
 
 class RecipeParser(TrlParser):

@@ -15,7 +15,8 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from asarg.tiny import tiny_tokenizer
+from asarg.processing.checkpoints import write_checksums
+from asarg.training.tiny import tiny_tokenizer
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor
 
 
@@ -154,6 +155,7 @@ def build_arm_checkpoints(
         written[name] = Path(out) / name
         model.save_pretrained(written[name])
         small_synth_processor(tokenizer, config, spec).save_pretrained(written[name])
+        write_checksums(written[name])
     return written
 
 

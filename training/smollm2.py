@@ -18,12 +18,15 @@ import argparse
 import copy
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AddedToken, AutoConfig, LlamaConfig, LlavaConfig
 
+from asarg.processing.checkpoints import write_checksums
+from asarg.processing.outputs import check_output_dir, staged_dir
 from asarg.training.small_synth import SMALL_SYNTH, image_processor, vision_config
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor
 from modeling_asarg.modeling_asarg import ASARG_CONFIG_FIELDS
@@ -222,7 +225,14 @@ def check_text_path(model: AsargForConditionalGeneration, lm, tokenizer, text: s
 
 
 def build_smollm2_asarg(
-    out, *, vision_from=None, segmenter_from=None, use_seg_features: bool = True, use_seg_maps: bool = True, seed=0
+    out,
+    *,
+    vision_from=None,
+    segmenter_from=None,
+    use_seg_features: bool = True,
+    use_seg_maps: bool = True,
+    seed=0,
+    overwrite: bool = False,
 ) -> Path:
     """Write an ASaRG checkpoint with SmolLM2-135M-Instruct as its language model to `out`; returns `out`.
 
@@ -230,14 +240,14 @@ def build_smollm2_asarg(
         the small-synth size. segmenter_from: an ASaRG checkpoint whose segmenter and seg settings are copied
         (default: vision_from's). The projector is random; its seg columns start at zero.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out={out} is a file; give a folder for the checkpoint")
+    out = check_output_dir(out, [vision_from, segmenter_from], command="build-smollm2", overwrite=overwrite)
     sources = Sources.read(vision_from, segmenter_from, use_seg_features or use_seg_maps)
     lm, tokenizer = load_smollm2()
     model, processor = assemble(lm, tokenizer, sources, use_seg_features, use_seg_maps, seed)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    with staged_dir(out, "build-smollm2") as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_checksums(staging)
     return out
 
 
@@ -254,17 +264,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-seg-features", action="store_true", help="the arm without the segmenter's features")
     p.add_argument("--no-seg-maps", action="store_true", help="the arm without the segmentation maps")
     p.add_argument("--seed", type=int, default=0, help="seed of the random projector")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT even if it holds files not written here")
     args = p.parse_args(argv)
-    out = build_smollm2_asarg(
+    try:
+        out = _build(args)
+    except (OSError, ValueError) as error:
+        print(f"asarg build-smollm2: {error}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _build(args) -> Path:
+    return build_smollm2_asarg(
         args.out,
         vision_from=args.vision_from,
         segmenter_from=args.segmenter_from,
         use_seg_features=not args.no_seg_features,
         use_seg_maps=not args.no_seg_maps,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
-    print(out)
-    return 0
 
 
 __all__ = [

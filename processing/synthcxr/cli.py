@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from ..outputs import check_output_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,16 +22,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--workers", type=int, default=1, help="processes (output is identical for any value)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out that holds files of other origin")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .dataset import existing_generation, write_dataset
+    from .dataset import MARKER, OUTPUTS, existing_generation, write_dataset
 
-    out = Path(args.out)
     t0 = time.perf_counter()
     try:
+        owned = [MARKER, *OUTPUTS]  # SynthCXR's own files: `write_dataset` says whether they can be finished
+        out = check_output_dir(args.out, command="synth", owned=owned, overwrite=args.overwrite)
         if args.workers < 1:
             raise ValueError(f"--workers {args.workers}: give 1 or more processes")
         held = existing_generation(out) if out.is_dir() else None

@@ -7,6 +7,7 @@ reports and labels match what is drawn?
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write
+from ..outputs import OutputError, check_output_file
 from .generator import generate_study
 
 # overlay colours per structure group (RGB); later groups are painted over earlier ones
@@ -103,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
+    try:
+        check_output_file(args.out, overwrite=args.overwrite, what="--out")
+    except OutputError as error:
+        print(f"asarg contact-sheet: {error}", file=sys.stderr)
+        return 2
     path = save_contact_sheet(args.out, seed=args.seed, start=args.start, n=args.n, size=args.size, cols=args.cols)
     print(f"wrote {path}")
     return 0

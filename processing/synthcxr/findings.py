@@ -11,21 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asarg.evaluation.report_labeler.constants import CHEXPERT_LABELS
+
+# The 14 observations in the order the generator draws them: the labeler's list (the one definition) with Lung
+# Opacity before Lung Lesion. The order feeds the random draws (`choose_negations`), so changing it would change
+# every SynthCXR dataset.
+_LESION, _OPACITY = CHEXPERT_LABELS.index("Lung Lesion"), CHEXPERT_LABELS.index("Lung Opacity")
 CHEXPERT = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
+    *CHEXPERT_LABELS[:_LESION],
+    CHEXPERT_LABELS[_OPACITY],
+    CHEXPERT_LABELS[_LESION],
+    *CHEXPERT_LABELS[_OPACITY + 1 :],
 )
 
 DEVICE_KINDS = ("ett", "ng_tube", "cvc", "picc", "pacemaker")

@@ -29,7 +29,7 @@ from asarg.evaluation.grounding import (
     trace_report,
     trace_to_json,
 )
-from asarg.generate import generate_reports
+from asarg.processing.inference import generate_reports
 from tests.conftest import xray_like
 
 REPORT = "The heart size is normal. The lungs are clear.\nNo pleural effusion or pneumothorax."

@@ -3,29 +3,25 @@ are consistent (a smoke test: a tiny untrained model's rankings are noise)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("grounding_benchmark", REPO / "benchmarks" / "grounding.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("grounding")
 
 
 @pytest.fixture(scope="module")
 def tiny_synthcxr_model(tmp_path_factory):
     """A tiny ASaRG reading SynthCXR's anatomy channels through a built-in segmenter (live seg columns)."""
     from asarg.processing.synthcxr.generator import ANATOMY_CLASSES
-    from asarg.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
+    from asarg.training.tiny import tiny_asarg_config, tiny_processor, tiny_tokenizer
     from modeling_asarg import AsargForConditionalGeneration
 
     tokenizer = tiny_tokenizer()

@@ -1,10 +1,10 @@
 """Agreement with real gold labels (Open-i / IU X-ray, NegBio gold): the CI gate for the rule-based labeler."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 OPENI = REPO.parent / "shared" / "data" / "openi"
@@ -12,10 +12,7 @@ FLOOR = 0.90
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("labeler_openi", REPO / "benchmarks" / "labeler_openi.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("labeler_openi")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ import pytest
 
 from asarg.evaluation import metric_bundle
 from asarg.evaluation.clinical_efficacy import compute_ce
-from asarg.evaluation.metric_bundle import EmbeddedPhraseDir, build_metric_folder, main, phrase_files
+from asarg.evaluation.metric_bundle import EmbeddedPhraseDir, build_metric_folder, phrase_files
 from asarg.evaluation.report_labeler import phrases
+from asarg.publish_metric import main
 
 REPO = Path(__file__).resolve().parents[2]
 OPENI = REPO.parent / "shared" / "data" / "openi" / "indiana_reports.csv"

@@ -13,7 +13,8 @@ import pytest
 import torch
 from reference_models import cxas_model, xrv_model
 
-from modeling_asarg.convert_cxas_weights import load_converted_segmenter, main
+from asarg.convert_cxas import main
+from modeling_asarg.convert_cxas_weights import load_converted_segmenter
 
 TOLERANCE = 1e-4
 HEAD_LEVELS = ("up1", "up2", "up3")

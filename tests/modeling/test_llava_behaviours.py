@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from test_hub_export import generate_in_fresh_process
 from transformers import LlavaForConditionalGeneration
 
-from asarg.tiny import tiny_asarg_config, tiny_llava_config, tiny_processor
+from asarg.training.tiny import tiny_asarg_config, tiny_llava_config, tiny_processor
 from modeling_asarg import AsargForConditionalGeneration, AsargModel
 
 

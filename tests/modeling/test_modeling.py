@@ -9,7 +9,7 @@ import torch
 from conftest import prompt_for, xray_like
 from transformers import LlavaForConditionalGeneration
 
-from asarg.tiny import tiny_asarg_config, tiny_llava_config
+from asarg.training.tiny import tiny_asarg_config, tiny_llava_config
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration
 
 
@@ -193,7 +193,7 @@ def test_config_validation_messages(tokenizer):
     ids=["default", "full-cls", "two-layers"],
 )
 def test_vision_feature_choices_keep_seg_fusion_aligned(tokenizer, strategy, layer):
-    from asarg.tiny import tiny_processor
+    from asarg.training.tiny import tiny_processor
 
     config = tiny_asarg_config(
         tokenizer, vision_feature_select_strategy=strategy, vision_feature_layer=layer, builtin_segmenter=False

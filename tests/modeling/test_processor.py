@@ -140,7 +140,7 @@ def test_save_and_load_keep_the_seg_settings(processor, tmp_path):
 
 
 def test_from_llava_processor_takes_the_seg_settings_from_the_config(make_asarg, tokenizer):
-    from asarg.tiny import tiny_asarg_config
+    from asarg.training.tiny import tiny_asarg_config
 
     _, base = make_asarg()
     with_segmenter = tiny_asarg_config(tokenizer)

@@ -25,7 +25,7 @@ pytest.importorskip("safetensors")
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tiny ASaRG checkpoint (model and processor), saved once; tests work on copies."""
-    from asarg.tiny import tiny_asarg
+    from asarg.training.tiny import tiny_asarg
 
     model, processor = tiny_asarg()
     folder = tmp_path_factory.mktemp("checkpoint")

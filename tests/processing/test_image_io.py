@@ -130,16 +130,6 @@ def test_modality_lut_rescale_is_applied(tmp_path):
     assert np.array_equal(np.asarray(flipped), 255 - np.asarray(plain))
 
 
-@pytest.fixture(scope="module")
-def rg1_path():
-    pytest.importorskip("data_store", reason="pydicom-data (the `data` extra) holds RG1_UNCR.dcm")
-    from pydicom.data import get_testdata_file
-
-    path = get_testdata_file("RG1_UNCR.dcm")
-    assert path, "pydicom-data is installed but RG1_UNCR.dcm was not found"
-    return path
-
-
 def test_real_chest_radiograph_dicom_through_processor_model_generate(rg1_path, make_asarg):
     image = load_image(rg1_path)  # Philips CR, PA chest, MONOCHROME1, 15-bit, window 15000/30000
     assert image.mode == "L" and image.size == (1841, 1955)

@@ -42,7 +42,7 @@ OBSERVATION_VALUES = {"positive", "uncertain", "negative"}
 
 
 def build_space_model(out: Path) -> Path:
-    from asarg.training.reproduce import QUICK, make_data, prepare_models, train_run
+    from asarg.experiments.steps import QUICK, make_data, prepare_models, train_run
 
     settings = replace(QUICK, arms=("features+maps",))
     folders = make_data(out, settings)

@@ -28,7 +28,7 @@ def losses(out) -> list[float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True])
 def test_finetune_on_an_image_folder_writes_a_checkpoint_that_generates(quick_model, synthcxr, tmp_path, lora):
-    from asarg.generate import generate_reports, load_for_generation
+    from asarg.processing.inference import generate_reports, load_for_generation
 
     data = image_folder(tmp_path / "my-data", synthcxr)
     out = tmp_path / "mine"
@@ -65,7 +65,7 @@ def test_recipe_keys_after_the_separator_reach_the_recipe(tmp_path):
 
 
 def test_a_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from asarg import models
+    from asarg.processing import models
 
     monkeypatch.setattr(models, "EMBEDDED", tmp_path / "nothing-here")
     assert finetune.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2

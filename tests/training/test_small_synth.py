@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import xray_like
 
+from asarg.experiments.steps import QUICK
 from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
 from asarg.training import segmenter as seg_training
-from asarg.training.reproduce import QUICK
 from asarg.training.small_synth import build_arm_checkpoints
 from asarg.training.vision_pretraining import pretrain_vision_tower
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor

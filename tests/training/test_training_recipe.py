@@ -211,7 +211,7 @@ def llava_checkpoint(tmp_path_factory):
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-    from asarg.tiny import tiny_llava_config, tiny_processor, tiny_tokenizer
+    from asarg.training.tiny import tiny_llava_config, tiny_processor, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     config = tiny_llava_config(tokenizer)

@@ -10,7 +10,7 @@ import datasets
 import torch
 import trl
 
-from asarg.tiny import tiny_asarg
+from asarg.training.tiny import tiny_asarg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the suite's shared helpers
 from conftest import cpu_sft_config, xray_like  # noqa: E402

@@ -24,7 +24,7 @@ def test_stage_one_keeps_the_tower_frozen_and_stage_two_trains_it(quick_model):
 def test_the_chosen_repetition_penalty_is_the_best_on_validation_and_is_saved(quick_model):
     from transformers import GenerationConfig
 
-    from asarg.training.default_model import QUICK_DEFAULT
+    from asarg.experiments.default_model import QUICK_DEFAULT
 
     decoding = json.loads((quick_model / "scores.json").read_text())["decoding"]
     sweep = decoding["f1_micro_by_repetition_penalty"]

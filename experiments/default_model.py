@@ -19,7 +19,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from asarg.processing.atomic import atomic_write
+from asarg.processing.checkpoints import write_checksums
 from asarg.processing.synthcxr.dataset import SPLITS, read_manifest, write_dataset
+from asarg.training.small_synth import ARMS
+
+from .steps import ReproduceSettings, evaluate_run, image_blind_reports, make_data, prepare_models, train_run
 
 # Files of a finished run that make up the shipped model (no optimizer state, no training_args.bin).
 MODEL_FILES = (
@@ -74,7 +78,7 @@ def _init_with_map_dropout(source: Path, target: Path, p: float) -> Path:
     config = AsargConfig.from_pretrained(staging)
     config.seg_map_dropout = p
     config.save_pretrained(staging)
-    (staging / "checksums.sha256").unlink(missing_ok=True)  # the config changed; no stale checksum ships
+    write_checksums(staging)  # the config changed: the manifest follows it
     staging.rename(target)
     return target
 
@@ -86,8 +90,6 @@ def holdout_records(folder: Path) -> list[dict]:
 def score_holdout(model_dir: Path, folder: Path, train_reports: list[str]) -> dict:
     """CE of the model's greedy reports on every hold-out study, beside the image-blind reports scored the same way."""
     from asarg.evaluation.clinical_efficacy import compute_ce
-
-    from .reproduce import evaluate_run, image_blind_reports
 
     records = holdout_records(folder)
     result = evaluate_run(model_dir, records, folder, name="holdout.json")
@@ -105,9 +107,8 @@ def score_holdout(model_dir: Path, folder: Path, train_reports: list[str]) -> di
 
 def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
     """Write the embedded model folder (`asarg/default_model/`): the run's weights, config and processor, its
-    `scores.json`, the ablation table and a model card; no remote-code copies (`asarg.models` adds them on load)."""
-    from asarg.model_card import model_card
-    from asarg.processing.checkpoints import write_checksums
+    `scores.json`, the ablation table and a model card; no remote-code copies (`asarg.processing.models` adds them on load)."""
+    from asarg.training.model_card import model_card
 
     run_dir, target = out / "default" / "refine", Path(target)
     staging = target.with_name(target.name + ".partial")
@@ -150,7 +151,6 @@ def train_default_model(out: Path, settings, default: DefaultModelSettings = Def
 
 def _train_stages(out: Path, folders: dict, settings, default: DefaultModelSettings) -> Path:
     """Stage 1 then stage 2, each skipped once its weights exist (the trainer writes them last)."""
-    from .reproduce import train_run
 
     init = _init_with_map_dropout(out / "init" / "features+maps", out / "init" / "default", default.seg_map_dropout)
     stage1, final = out / "default" / "run", out / "default" / "refine"
@@ -170,7 +170,7 @@ def choose_decoding(model_dir: Path, folder: Path, default: DefaultModelSettings
     from transformers import GenerationConfig
 
     from asarg.evaluation.clinical_efficacy import compute_ce
-    from asarg.generate import generate_reports, load_for_generation
+    from asarg.processing.inference import generate_reports, load_for_generation
 
     if record.is_file():
         return json.loads(record.read_text())
@@ -186,6 +186,7 @@ def choose_decoding(model_dir: Path, folder: Path, default: DefaultModelSettings
     generation = GenerationConfig.from_pretrained(model_dir)
     generation.repetition_penalty = chosen
     generation.save_pretrained(model_dir)
+    write_checksums(model_dir)  # the generation config changed: the manifest follows it
     decoding = {"validation_studies": len(studies), "f1_micro_by_repetition_penalty": sweep, "chosen": chosen}
     atomic_write(record, json.dumps(decoding, indent=1).encode())
     return decoding
@@ -203,3 +204,11 @@ __all__ = [
     "score_holdout",
     "train_default_model",
 ]
+
+
+def default_model(out, settings: ReproduceSettings, quick: bool = False) -> dict:
+    """Stages 1-4, then the embedded default model (`experiments/default_model.py`) instead of the grid."""
+    out = Path(out)
+    folders = make_data(out, settings)
+    prepare_models(out, folders, replace(settings, arms=tuple(ARMS)))
+    return train_default_model(out, settings, QUICK_DEFAULT if quick else DefaultModelSettings())

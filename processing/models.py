@@ -10,11 +10,15 @@ the installed `modeling_asarg/*_asarg.py`) in a cache folder, so the owner's lin
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import shutil
 from pathlib import Path
 
-EMBEDDED = Path(__file__).with_name("default_model")
+from .checkpoints import write_checksums
+
+# Package data of `asarg` (asarg/default_model/), found without importing any module of the CLI layer.
+EMBEDDED = Path(str(importlib.resources.files("asarg") / "default_model"))
 REMOTE_CODE = ("configuration_asarg.py", "modeling_asarg.py", "processing_asarg.py")
 
 
@@ -55,7 +59,6 @@ def default_model_path() -> str:
     staging.mkdir(parents=True)
     for path in files:
         shutil.copy2(path, staging / path.name)
-    from asarg.processing.checkpoints import write_checksums
 
     write_checksums(staging)  # now covering the remote-code files too
     try:

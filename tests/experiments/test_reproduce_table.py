@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from asarg.training.reproduce_table import write_tables
+from asarg.experiments.reproduce_table import write_tables
 
 REFERENCES = ["The heart is enlarged.", "No pleural effusion.", "There is a small left pleural effusion."]
 

@@ -8,8 +8,10 @@ import math
 import sys
 from pathlib import Path
 
-from .api import LABELERS, label_reports
-from .constants import CHEXPERT_LABELS
+from asarg.processing.outputs import check_output_file, staged_file
+
+from .report_labeler.api import LABELERS, label_reports
+from .report_labeler.constants import CHEXPERT_LABELS
 
 
 def read_csv_column(path: Path, column: str) -> tuple[list[str], list[dict]]:
@@ -39,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path, help="CSV to write: input columns + 14 label columns")
     parser.add_argument("--labeler", choices=LABELERS, default="chexpert-rules")
     parser.add_argument("--chexbert-path", help="local chexbert.pth (with --labeler chexbert)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     try:
+        args.output = check_output_file(args.output, [args.input], overwrite=args.overwrite, what="--output")
         header, rows = read_csv_column(args.input, args.column)
         clash = sorted(set(header) & set(CHEXPERT_LABELS))
         if clash:
@@ -49,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"asarg label: {err}", file=sys.stderr)
         return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with args.output.open("w", newline="", encoding="utf-8") as f:
+    with staged_file(args.output, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header + list(CHEXPERT_LABELS))
         for row, vals in zip(rows, values, strict=True):

@@ -74,7 +74,7 @@ def test_kill_minus_9_then_rerun_gives_the_uninterrupted_table(tmp_path):
 def test_continued_regime_grows_the_trained_baseline_and_tables_it_against_a_fair_control(tmp_path):
     from safetensors.torch import load_file
 
-    from asarg.training.reproduce import main
+    from asarg.experiments.cli import main
 
     out = tmp_path / "r"
     assert main(["--out", str(out), "--quick", "--seeds", "0", "--arms", "baseline"]) == 0

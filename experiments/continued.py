@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from asarg.processing.checkpoints import write_checksums
+from asarg.processing.inference import prompt_text
+from asarg.processing.synthcxr.dataset import read_manifest
+
+from .reproduce_table import write_tables
+from .steps import ReproduceSettings, evaluate_run, make_data, train_run
 
 CONTINUED = {"continued-baseline": (False, False), "continued-features+maps": (True, True)}
 
@@ -27,9 +35,7 @@ CONTINUED = {"continued-baseline": (False, False), "continued-features+maps": (T
 @torch.no_grad()
 def _check_same_logits(baseline, grown, processor, image) -> None:
     """The grown model must start as the baseline: equal logits on one film (the seg columns are zero)."""
-    from asarg.generate import _prompt_text
-
-    inputs = processor(images=[image], text=[_prompt_text(processor, "Findings?")], return_tensors="pt")
+    inputs = processor(images=[image], text=[prompt_text(processor, "Findings?")], return_tensors="pt")
     gap = (baseline(**inputs).logits - grown(**inputs).logits).abs().max().item()
     if gap > 1e-5:
         raise RuntimeError(f"the grown model does not start as the baseline (max logit gap {gap:.2e})")
@@ -54,6 +60,7 @@ def grow(baseline_run: Path, target: Path, image, use_seg_features: bool, use_se
     shutil.rmtree(staging, ignore_errors=True)
     grown.save_pretrained(staging)
     processor.save_pretrained(staging)
+    write_checksums(staging)
     staging.rename(target)
     return target
 
@@ -61,10 +68,6 @@ def grow(baseline_run: Path, target: Path, image, use_seg_features: bool, use_se
 def run_continued(out: Path, folders: dict, settings, steps: int, learning_rate: float) -> dict:
     """Both continued runs for every (size, seed) with a finished baseline; returns {(size, seed, name): result}."""
     from PIL import Image
-
-    from asarg.processing.synthcxr.dataset import read_manifest
-
-    from .reproduce import evaluate_run, train_run
 
     test = read_manifest(folders["rg"], "test")[: settings.test_studies]
     image = Image.open(folders["rg"] / test[0]["image"]).convert("L")
@@ -86,9 +89,20 @@ def run_continued(out: Path, folders: dict, settings, steps: int, learning_rate:
 
 
 def _with_steps(settings, steps: int):
-    from dataclasses import replace
-
     return replace(settings, steps=steps)
 
 
 __all__ = ["CONTINUED", "grow", "run_continued"]
+
+
+def continued(out, settings: ReproduceSettings) -> dict:
+    """The grown-from-the-trained-baseline regime for every finished baseline run; `continued.{json,md,png}`."""
+    out = Path(out)
+    folders = make_data(out, settings)
+    steps, lr = settings.continued_steps, settings.continued_learning_rate
+    results = run_continued(out, folders, settings, steps, lr)
+    done = replace(settings, train_sizes=tuple(sorted({size for size, _, _ in results}, reverse=True)))
+    test = read_manifest(folders["rg"], "test")[: settings.test_studies]
+    references = [rec["findings_text"] for rec in test]
+    arms = tuple(CONTINUED)
+    return write_tables(out, results, {}, references, replace(done, arms=arms), name="continued", control=arms[0])

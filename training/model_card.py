@@ -76,7 +76,7 @@ def _scores_section(scores: dict | None) -> str:
 
 
 def _training_section(scores: dict | None) -> str:
-    """The default model's recipe, from the settings `training/default_model.py` stores beside its scores."""
+    """The default model's recipe, from the settings `experiments/default_model.py` stores beside its scores."""
     settings = (scores or {}).get("settings")
     if not settings or "refine_data" not in settings:
         return ""

@@ -1,0 +1,247 @@
+"""Nothing lost, nothing run: every command's output paths, every model-loading path, every `torch.load`.
+
+The sweep runs each command of `asarg` with its output pointed at one of its own inputs, at a non-empty folder it did
+not write (hidden file and a training run's `checkpoint-*` included) and at `..`: each must exit 2 with a one-line
+message, before any work, and leave every file as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import xray_like
+
+from asarg.cli import COMMANDS, main
+from asarg.processing.checkpoints import CheckpointError, foreign_code, open_checkpoint, write_checksums
+from asarg.processing.outputs import OutputError, check_output_dir, claim_run_dir, read_marker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A scratch working folder (`..` of it holds the inputs) with every kind of input a command reads."""
+    root = tmp_path / "world"
+    work = root / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    image = root / "film.png"
+    xray_like().save(image)
+    (root / "reports.csv").write_text("report\nThe heart is normal.\n", encoding="utf-8")
+    (root / "refs.csv").write_text("report\nThe heart is normal.\n", encoding="utf-8")
+    data = root / "data"
+    data.mkdir()
+    xray_like().save(data / "a.png")
+    (data / "a.txt").write_text("The lungs are clear.", encoding="utf-8")
+    checkpoint = root / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}", encoding="utf-8")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(checkpoint / "model.safetensors"))
+    write_checksums(checkpoint)
+    torch.save({"model": {"w": torch.zeros(1)}}, root / "weights.pth")
+    foreign = root / "foreign"
+    (foreign / "checkpoint-500").mkdir(parents=True)
+    (foreign / "checkpoint-500" / "model.safetensors").write_bytes(b"precious weights")
+    (foreign / "notes.txt").write_text("mine", encoding="utf-8")
+    (foreign / ".hidden").write_text("also mine", encoding="utf-8")
+    return {"root": root, "image": image, "data": data, "checkpoint": checkpoint, "foreign": foreign}
+
+
+def command_lines(w: dict, out: str) -> dict[str, list[str]]:
+    """Each command with its output at `out` ("{input}" = the command's own main input)."""
+    root = w["root"]
+    return {
+        "generate": ["generate", str(w["image"]), "--model", str(w["checkpoint"]), "--out", out],
+        "label": ["label", "--input", str(root / "reports.csv"), "--column", "report", "--output", out],
+        "evaluate": ["evaluate", "--predictions", str(root / "reports.csv"), "--references", str(root / "refs.csv")]
+        + ["--json", out],
+        "convert-cxas": ["convert-cxas", str(root / "weights.pth"), "--out", out],
+        "reproduce": ["reproduce", "--quick", "--out", out],
+        "synth": ["synth", "--n", "2", "--size", "64", "--out", out],
+        "contact-sheet": ["contact-sheet", "--n", "1", "--size", "64", "--out", out],
+        "train-segmenter": ["train-segmenter", "--data", str(w["data"]), "--out", out],
+        "finetune": ["finetune", str(w["data"]), "--model", str(w["checkpoint"]), "--out", out],
+        "build-smollm2": ["build-smollm2", out],
+        "push": ["push", str(w["checkpoint"]), "org/x", "--dry-run", "--out", out],
+        "push-space": ["push-space", "org/x", "--dry-run", "--out", out],
+        "push-metric": ["push-metric", "org/x", "--dry-run", "--out", out],
+    }
+
+
+OWN_INPUT = {  # the input each command must never write over
+    "generate": "image",
+    "label": "reports.csv",
+    "evaluate": "reports.csv",
+    "convert-cxas": "weights.pth",
+    "train-segmenter": "data",
+    "finetune": "data",
+    "push": "checkpoint",
+}
+
+
+def test_the_sweep_covers_every_command():
+    assert set(
+        command_lines({"root": Path("r"), "image": "", "data": "", "checkpoint": "", "foreign": ""}, "o")
+    ) == set(COMMANDS)
+
+
+def _refused(argv: list[str], capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, err)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_out_at_a_foreign_folder_or_dotdot_is_refused_and_nothing_changes(world, command, capsys):
+    before = snapshot(world["root"])
+    for out in (str(world["foreign"]), "..", str(world["root"])):
+        err = _refused(command_lines(world, out)[command], capsys)
+        assert re.search(r"not empty|holds|folder|exists", err), err
+    assert snapshot(world["root"]) == before
+
+
+@pytest.mark.parametrize("command", sorted(OWN_INPUT))
+def test_out_at_the_commands_own_input_is_refused(world, command, capsys):
+    name = OWN_INPUT[command]
+    target = world[name] if name in world else world["root"] / name
+    before = snapshot(world["root"])
+    err = _refused(command_lines(world, str(target))[command], capsys)
+    assert "input" in err or "not empty" in err, err
+    assert snapshot(world["root"]) == before
+
+
+def test_generate_out_equal_to_the_input_image_keeps_the_image(world, capsys):
+    image = world["image"]
+    data = image.read_bytes()
+    err = _refused(["generate", str(image), "--model", str(world["checkpoint"]), "--out", str(image)], capsys)
+    assert "input" in err and image.read_bytes() == data
+
+
+def test_existing_output_file_needs_overwrite(world, capsys):
+    out = world["root"] / "labels.csv"
+    out.write_text("keep me", encoding="utf-8")
+    argv = ["label", "--input", str(world["root"] / "reports.csv"), "--column", "report", "--output", str(out)]
+    assert "--overwrite" in _refused(argv, capsys)
+    assert out.read_text() == "keep me"
+    assert main([*argv, "--overwrite"]) == 0
+    assert "No Finding" in out.read_text()
+
+
+def test_push_repo_id_never_becomes_a_path(world, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "keep.txt").write_text("x")
+    for repo_id in ("..", "../x", "a/b/c", "org/.."):
+        err = _refused(["push", str(world["checkpoint"]), repo_id, "--dry-run"], capsys)
+        assert "Repo id" in err or "repo" in err.lower()
+    assert (tmp_path / "tmp" / "keep.txt").read_text() == "x"
+
+
+def test_push_into_its_own_earlier_folder_replaces_it(world, capsys):
+    out = world["root"] / "hub"
+    argv = ["push", str(world["checkpoint"]), "org/x", "--dry-run", "--out", str(out), "--allow-unverified"]
+    assert main(argv) == 0 and read_marker(out)["command"] == "push"
+    assert main(argv) == 0  # its own folder: replaced without --overwrite
+    capsys.readouterr()
+
+
+def test_push_refuses_damaged_or_unverifiable_weights(world, capsys):
+    checkpoint = world["checkpoint"]
+    weights = checkpoint / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit inside the tensor data: safetensors cannot see it
+    weights.write_bytes(bytes(data))
+    manifest = (checkpoint / "checksums.sha256").read_bytes()
+    err = _refused(["push", str(checkpoint), "org/x", "--dry-run", "--out", str(world["root"] / "hub")], capsys)
+    assert "damaged" in err and (checkpoint / "checksums.sha256").read_bytes() == manifest
+    (checkpoint / "checksums.sha256").unlink()
+    err = _refused(["push", str(checkpoint), "org/x", "--dry-run", "--out", str(world["root"] / "hub")], capsys)
+    assert "--allow-unverified" in err and not (world["root"] / "hub").exists()
+
+
+def test_a_run_folder_is_resumed_only_by_the_same_run(tmp_path):
+    out = tmp_path / "run"
+    identity = {"data": "/d/one", "model": "/m/base"}
+    claim_run_dir(out, command="finetune", identity=identity)
+    (out / "checkpoint-1").mkdir()
+    assert claim_run_dir(out, command="finetune", identity=identity) == out.resolve()  # the same run resumes
+    with pytest.raises(OutputError, match=r"/d/one.*/d/two"):
+        claim_run_dir(out, command="finetune", identity={**identity, "data": "/d/two"})
+    with pytest.raises(OutputError, match="not empty and was not built by asarg train-segmenter"):
+        check_output_dir(out, command="train-segmenter")
+    assert (out / "checkpoint-1").is_dir()
+
+
+def test_finetune_into_a_run_of_other_data_names_both(world, capsys):
+    out = world["root"] / "run"
+    other = world["root"] / "other-data"
+    other.mkdir()
+    (other / "b.txt").write_text("x")
+    claim_run_dir(out, command="finetune", identity={"data": str(other.resolve())})
+    argv = ["finetune", str(world["data"]), "--model", str(world["checkpoint"]), "--out", str(out)]
+    err = _refused(argv, capsys)
+    assert str(other.resolve()) in err and str(world["data"].resolve()) in err
+
+
+# ---- foreign code ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(make_asarg, tmp_path):
+    model, processor = make_asarg()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_a_folder_with_the_installed_code_loads_without_trust(saved):
+    assert foreign_code(saved) == []  # save_pretrained copied the installed Hub files
+    model, processor = open_checkpoint(saved)
+    assert type(model).__module__.startswith("modeling_asarg")
+
+
+def test_a_folder_with_its_own_code_is_not_run_without_consent(saved, tmp_path, capsys, monkeypatch):
+    sentinel = tmp_path / "ran.txt"
+    code = saved / "modeling_asarg.py"
+    code.write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n" + code.read_text(encoding="utf-8"))
+    write_checksums(saved)
+    assert foreign_code(saved) == ["modeling_asarg.py"]
+    with pytest.raises(CheckpointError, match="--trust-remote-code"):
+        open_checkpoint(saved)
+    image = tmp_path / "film.png"
+    xray_like().save(image)
+    err = _refused(["generate", str(image), "--model", str(saved)], capsys)
+    assert "modeling_asarg.py" in err
+    assert not sentinel.exists()
+    monkeypatch.syspath_prepend(str(REPO / "spaces_demo"))
+    import engine
+
+    monkeypatch.delenv(engine.TRUST_ENV, raising=False)
+    with pytest.raises(CheckpointError, match="ASARG_TRUST_REMOTE_CODE"):
+        engine.Engine.load(str(saved))
+    assert not sentinel.exists()
+
+
+def test_every_torch_load_is_weights_only():
+    """A grep, so a new `torch.load` cannot slip in: every call in the project's code passes weights_only=True."""
+    offenders = []
+    for path in REPO.rglob("*.py"):
+        if any(part in {".venv", "tests", ".git"} for part in path.relative_to(REPO).parts):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            if "weights_only=True" not in match.group(1):
+                offenders.append(f"{path.relative_to(REPO)}: {match.group(0)}")
+    assert not offenders, offenders
