@@ -467,6 +467,11 @@ class AsargConfig(LlavaConfig):
     seg_map_dropout (`float`): in training only, the probability that each of a sample's K maps is removed (set to
         zero, the model's "no map"), so that any subset of maps is an input the model has seen: what counterfactual
         tracing and the Space's map switch feed it. 0 (default) turns it off.
+    finding_loss_weight (`float`): training only, the weight of an auxiliary multi-label loss: a linear head on the
+        mean of each image's projected tokens predicts the study's findings (`finding_labels`, e.g. the 14 CheXpert
+        observations), which pushes the projector to make them readable to the language model. 0 (default): no head,
+        LLaVA's parameters. Generation never uses the head.
+    num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
     """
 
     model_type = "asarg"
@@ -488,6 +493,8 @@ class AsargConfig(LlavaConfig):
     freeze_segmenter: bool = True
     missing_seg_inputs: Literal["warn", "error"] = "warn"
     seg_map_dropout: float = 0.0
+    finding_loss_weight: float = 0.0
+    num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # turns a dict `segmenter_config` into an `AsargSegmenterConfig`
@@ -555,6 +562,11 @@ class AsargConfig(LlavaConfig):
     def _check_seg_fields(self) -> None:
         if not 0.0 <= self.seg_map_dropout < 1.0:
             raise ValueError(f"seg_map_dropout is a probability in [0, 1), got {self.seg_map_dropout}.")
+        if self.finding_loss_weight < 0 or self.num_finding_labels < 1:
+            raise ValueError(
+                f"finding_loss_weight must be >= 0 and num_finding_labels >= 1, got {self.finding_loss_weight} and "
+                f"{self.num_finding_labels}."
+            )
         if self.num_seg_classes < 1:
             raise ValueError(f"num_seg_classes must be >= 1, got {self.num_seg_classes}.")
         if self.seg_feature_channels < 1:

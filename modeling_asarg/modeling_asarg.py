@@ -16,7 +16,6 @@ LLaVA's (`model.vision_tower`, `model.multi_modal_projector.linear_1/2`, `model.
 """
 
 import dataclasses
-import inspect
 import math
 import weakref
 from collections import OrderedDict
@@ -36,7 +35,9 @@ from transformers import (
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalBaseModelOutputWithPast
-from transformers.utils import can_return_tuple, logging
+from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .configuration_asarg import CXAS_ARCHITECTURE, AsargConfig, AsargSegmenterConfig
 
@@ -795,7 +796,7 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         seg_pixel_values: torch.FloatTensor | None = None,
         seg_maps: torch.FloatTensor | None = None,
         seg_features: torch.FloatTensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | MultimodalBaseModelOutputWithPast:
         r"""LLaVA's forward, with the images encoded together with their segmentation (`get_image_features`).
 
@@ -847,17 +848,90 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
         if gradient_checkpointing:
             config.gradient_checkpointing = True
         self.model = AsargModel(config)
+        # Off by default (no head: LLaVA's parameters): the auxiliary multi-label loss on the projected image tokens.
+        hidden = config.text_config.hidden_size
+        self.finding_head = nn.Linear(hidden, config.num_finding_labels) if config.finding_loss_weight > 0 else None
         self.post_init()
 
-    def forward(self, *args, **kwargs):
-        return super().forward(*args, **kwargs)
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        seg_pixel_values: torch.FloatTensor | None = None,
+        seg_maps: torch.FloatTensor | None = None,
+        seg_features: torch.FloatTensor | None = None,
+        finding_labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | LlavaCausalLMOutputWithPast:
+        r"""LLaVA's forward with the seg inputs of `AsargModel.forward` named, so that a `transformers.Trainer` (whose
+        default `remove_unused_columns=True` keeps only the columns `forward` names) keeps them.
 
-    # `generate` calls `inspect.signature(self.forward)` on every decode step of a remote-code model (a
-    # `cache_position` back-compat check in `GenerationMixin.prepare_inputs_for_generation`). Parsing LLaVA's
-    # decorated forward costs about 60 us each time, several percent of a small model's step; inspect returns a
-    # `__signature__` as it is. It is LLaVA's, so the Trainer, TRL and generate see the same arguments as before.
-    forward.__doc__ = LlavaForConditionalGeneration.forward.__doc__
-    forward.__signature__ = inspect.signature(LlavaForConditionalGeneration.forward)
+        Args:
+            seg_pixel_values, seg_maps, seg_features:
+                The segmentation inputs, as in `AsargModel.forward`.
+            finding_labels (`torch.Tensor` of shape `(batch_size, num_finding_labels)`, *optional*):
+                Training only, with `config.finding_loss_weight > 0`: the study's findings (1 present, 0 absent, -1
+                unknown and ignored). A linear head on the mean of each image's projected tokens predicts them; the
+                output gets `finding_logits` and `finding_loss` (binary cross-entropy), and `loss` (when `labels` are
+                given) includes `finding_loss_weight * finding_loss`.
+        The other arguments are `LlavaForConditionalGeneration.forward`'s.
+        """
+        seg_inputs = dict(zip(SEG_INPUT_NAMES, (seg_pixel_values, seg_maps, seg_features)))
+        outputs = super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            image_sizes=image_sizes,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **{name: value for name, value in seg_inputs.items() if value is not None},
+            **kwargs,
+        )
+        if finding_labels is not None:
+            logits, loss = self.finding_loss(outputs.image_outputs, finding_labels)
+            outputs["finding_logits"], outputs["finding_loss"] = logits, loss
+            if outputs.get("loss") is not None:
+                outputs["loss"] = outputs["loss"] + self.config.finding_loss_weight * loss
+        return outputs
+
+    def finding_loss(self, image_outputs, finding_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, binary cross-entropy) of the finding head on each image's mean projected token; entries of
+        `finding_labels` below 0 are ignored."""
+        if self.finding_head is None:
+            raise ValueError(
+                "finding_labels were given, but this model has no finding head: set config.finding_loss_weight > 0 "
+                "(the auxiliary multi-label loss) before building the model, or drop the finding_labels column."
+            )
+        if image_outputs is None:
+            raise ValueError("finding_labels need images: pass pixel_values with them.")
+        pooled = torch.stack([tokens.mean(0) for tokens in image_outputs.pooler_output])
+        if pooled.shape[0] != finding_labels.shape[0] or finding_labels.shape[-1] != self.config.num_finding_labels:
+            raise ValueError(
+                f"finding_labels has shape {tuple(finding_labels.shape)} but the batch has {pooled.shape[0]} images and "
+                f"the head {self.config.num_finding_labels} labels: give one row per image (one image per sample)."
+            )
+        logits = self.finding_head(pooled)
+        target = finding_labels.to(logits.dtype)
+        known = (target >= 0).to(logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), weight=known, reduction="sum")
+        return logits, loss / known.sum().clamp(min=1)
 
     def prepare_inputs_for_generation(
         self,

@@ -51,14 +51,15 @@ def _build(args):
         if args.segmenter == "cxas":
             raise ValueError("the tiny model has the built-in U-Net; segmenter=cxas needs a LLaVA or ASaRG checkpoint")
         sizes = {"num_seg_classes": args.num_seg_classes, "seg_feature_channels": args.seg_feature_channels}
-        return (*tiny_asarg(**arm(args), **sizes, builtin_segmenter=True), False)
+        return (*tiny_asarg(**arm(args), **sizes, **finding_fields(args), builtin_segmenter=True), False)
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required: an ASaRG checkpoint, a LLaVA checkpoint or 'tiny'")
     source, revision = args.model_name_or_path, args.model_revision
     kwargs = {"revision": revision, "dtype": args.dtype, "attn_implementation": args.attn_implementation}
     model_type = AutoConfig.from_pretrained(source, revision=revision).model_type
     if model_type == "asarg":
-        model = load_checked_model(source, AutoModelForImageTextToText, **kwargs)  # names a damaged file
+        # names a damaged file; a new finding head (finding_loss_weight) starts from random weights
+        model = load_checked_model(source, AutoModelForImageTextToText, **kwargs, **finding_fields(args))
         check_arm(args, model.config)
         return model, AutoProcessor.from_pretrained(source, revision=revision), True
     if model_type != "llava":
@@ -69,10 +70,15 @@ def _build(args):
         source,
     )
     model = AsargForConditionalGeneration.from_llava(
-        source, llava_kwargs=kwargs, **arm(args), **segmenter_fields(args)
+        source, llava_kwargs=kwargs, **arm(args), **segmenter_fields(args), **finding_fields(args)
     )
     llava_processor = AutoProcessor.from_pretrained(source, revision=revision)
     return model, AsargProcessor.from_llava_processor(llava_processor, model.config), False
+
+
+def finding_fields(args) -> dict:
+    """The auxiliary finding loss's weight when the recipe sets it (else the checkpoint's own)."""
+    return {} if args.finding_loss_weight is None else {"finding_loss_weight": args.finding_loss_weight}
 
 
 def check_arm(args, config) -> None:

@@ -16,11 +16,15 @@ import difflib
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import torch
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from asarg.evaluation.report_labeler import label_reports
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
 from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
@@ -41,6 +45,13 @@ class AsargScriptArguments(ScriptArguments):
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=None)
     seg_cache_dir: str | None = field(default=None, metadata={"help": "Run the segmenter once per image into it."})
+    finding_balance: float = field(
+        default=0.0,
+        metadata={
+            "help": "Oversample studies with rarer findings: each study is drawn with weight (frequency of its rarest "
+            "positive finding) ** -finding_balance, with replacement, to the same size; 0 = off."
+        },
+    )
     strict: bool = field(
         default=False,
         metadata={"help": "Raise on the first unusable record (missing or broken image, ...) instead of skipping it."},
@@ -60,6 +71,12 @@ class AsargModelConfig(ModelConfig):
     num_seg_classes: int = field(default=AsargConfig.num_seg_classes, metadata={"help": "builtin: maps (K)."})
     seg_feature_channels: int = field(default=AsargConfig.seg_feature_channels, metadata={"help": "builtin: C."})
     freeze_vision_tower: bool = field(default=True, metadata={"help": "LLaVA-1.5 keeps CLIP frozen."})
+    finding_loss_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Auxiliary multi-label loss on the projected image tokens (0 = off); None: the checkpoint's."
+        },
+    )
 
 
 def split(data, name: str, limit: int | None):
@@ -68,6 +85,63 @@ def split(data, name: str, limit: int | None):
     ds = data[name].select(range(min(limit, len(data[name])))) if limit is not None else data[name]
     # Only what the collator reads: remove_unused_columns=False switches TRL's column filter off.
     return ds.select_columns(["images", "messages"])
+
+
+def with_finding_labels(ds):
+    """`finding_labels`: the 14 CheXpert observations of each study's report, read by the project's labeler (as
+    CE-F1 reads them): 1 present, 0 absent or not mentioned, -1 uncertain (ignored by the loss)."""
+
+    def label(batch):
+        reports = [messages[-1]["content"][-1]["text"] for messages in batch["messages"]]
+        values = label_reports(reports)
+        rows = np.where(values == 1, 1, np.where(values == -1, -1, 0))
+        return {"finding_labels": rows.astype(np.int8).tolist()}
+
+    return ds.map(label, batched=True, batch_size=1000, desc="finding labels")
+
+
+def balance_by_findings(ds, alpha: float, seed: int):
+    """`ds` resampled with replacement to its own size, each study drawn with weight (frequency of its rarest positive
+    finding) ** -alpha, so rare findings are seen more often; 0 returns `ds` as it is."""
+    if alpha == 0:
+        return ds
+    labels = np.asarray(ds["finding_labels"]) == 1
+    frequency = labels.mean(0).clip(min=1.0 / len(ds))
+    rarest = np.where(labels, frequency, np.inf).min(1)
+    weight = np.where(np.isfinite(rarest), rarest, frequency.max()) ** -alpha
+    rows = np.random.default_rng(seed).choice(len(ds), size=len(ds), p=weight / weight.sum())
+    return ds.select(np.sort(rows))
+
+
+@dataclass
+class FindingLabelCollator:
+    """Wraps a collator: each example's `finding_labels` row goes into the batch as a float tensor."""
+
+    collator: Any
+
+    def __call__(self, examples: list[dict]) -> dict:
+        examples = [dict(example) for example in examples]
+        rows = [example.pop("finding_labels") for example in examples]
+        batch = self.collator(examples)
+        batch["finding_labels"] = torch.tensor(rows, dtype=torch.float32)
+        return batch
+
+
+class AsargSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer plus the model's auxiliary finding loss. TRL computes the language-model loss itself from the
+    model's outputs, not from `outputs.loss`, so `finding_loss_weight * finding_loss` is added here (divided over
+    gradient-accumulation steps, as TRL does with a router's auxiliary loss)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        finding_loss = outputs.get("finding_loss")
+        if finding_loss is not None:
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.model.config.finding_loss_weight * finding_loss / steps
+            mode = "train" if self.model.training else "eval"
+            logged = self.accelerator.gather_for_metrics(finding_loss.detach()).mean().item()
+            self._metrics[mode]["finding_loss"].append(logged)  # logged beside TRL's entropy and token accuracy
+        return (loss, outputs) if return_outputs else loss
 
 
 def resume_target(value: str | None, output_dir: str, save_only_model: bool = False) -> str | None:
@@ -160,8 +234,18 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
             model.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
             processor.save_pretrained(os.path.join(training_args.output_dir, "base_model"))
             write_checksums(os.path.join(training_args.output_dir, "base_model"))
+    findings = model.config.finding_loss_weight > 0
+    if findings or script_args.finding_balance:
+        train = balance_by_findings(with_finding_labels(train), script_args.finding_balance, training_args.seed)
+        evals = with_finding_labels(evals) if evals is not None else None
+        if not findings:
+            train = train.remove_columns("finding_labels")
     data = {"train_dataset": train, "eval_dataset": evals, "data_collator": collator}
-    trainer = SFTTrainer(model=model, args=training_args, processing_class=processor, peft_config=peft_config, **data)
+    trainer = AsargSFTTrainer(
+        model=model, args=training_args, processing_class=processor, peft_config=peft_config, **data
+    )
+    if findings:
+        trainer.data_collator = FindingLabelCollator(trainer.data_collator)
     trainer.add_callback(ChecksumCallback())
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # the processor, and the model (Hub files + auto_map) or adapter

@@ -1,0 +1,108 @@
+"""Issue 20's screening: which training-recipe change makes the report model write what its inputs show.
+
+    python -m asarg.experiments.report_recipe --out runs/r20 --data runs/data/synth-606 \
+        --init runs/r20/base/init/features+maps [--only R1]
+
+Each candidate is the small-synth recipe (`training/recipes/small_synth_cpu.yaml`) with one change, trained from
+the same initial checkpoint on the same data and data order (seed 0), then scored on the first `--val` studies of
+`--data`'s validation split: never the test split. Per run: `runs/<name>/validation.json` (reports, CE, per-label
+F1, distinct reports); a rerun skips finished runs and resumes a killed one. The table of every candidate tried,
+failures included, goes to `--table` (JSON + markdown). The plan (arms, endpoint, decision rule) is
+`docs/results/report_recipe/PLAN.md`, committed before the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from asarg.processing.atomic import atomic_write
+from asarg.processing.synthcxr.dataset import read_manifest
+
+from .steps import ReproduceSettings, evaluate_run, train_run
+
+FOCUS = ("Support Devices", "Pleural Effusion", "Cardiomegaly", "Edema", "Lung Opacity", "Pneumothorax")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    change: str
+    overrides: tuple[str, ...] = ()
+
+
+CANDIDATES = (
+    Candidate("R0", "control: the small-synth recipe on 12,800 studies"),
+    Candidate("R1", "+ auxiliary finding loss (weight 1.0)", ("--finding_loss_weight", "1.0")),
+    Candidate("R2", "+ finding-balanced sampling (alpha 0.5)", ("--finding_balance", "0.5")),
+    Candidate("R3", "+ vision tower trained", ("--freeze_vision_tower", "false")),
+)
+
+
+def run_candidate(candidate: Candidate, out: Path, init: Path, data: Path, settings, val: list[dict]) -> dict:
+    run_dir = out / "runs" / candidate.name
+    done = run_dir / "validation.json"
+    if not done.is_file():
+        train_run(run_dir, init, data, settings.train_sizes[0], 0, settings, candidate.overrides)
+        evaluate_run(run_dir, val, data, name="validation.json")
+    result = json.loads(done.read_text())
+    reports = result["reports"]
+    return {
+        "name": candidate.name,
+        "change": candidate.change,
+        "overrides": list(candidate.overrides),
+        "f1_micro": result["ce"]["f1_micro"],
+        "f1_macro": result["ce"]["f1_macro"],
+        "per_label": {label: result["ce"]["per_label"][label]["f1"] for label in FOCUS},
+        "distinct_reports": len(set(reports)) / len(reports),
+        "most_common_report": Counter(reports).most_common(1)[0][1] / len(reports),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    head = "| run | change | micro | macro | " + " | ".join(FOCUS) + " | distinct reports |"
+    lines = [head, "|---" * (5 + len(FOCUS)) + "|"]
+    for row in rows:
+        labels = " | ".join(f"{row['per_label'][label]:.2f}" for label in FOCUS)
+        lines.append(
+            f"| {row['name']} | {row['change']} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | {labels} | "
+            f"{row['distinct_reports']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="runs folder (resumable)")
+    p.add_argument("--data", required=True, help="SynthCXR folder: train split to train, validation split to score")
+    p.add_argument("--init", required=True, help="the initial checkpoint every candidate starts from")
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--train-studies", type=int, default=12800)
+    p.add_argument("--val", type=int, default=400, help="validation studies scored")
+    p.add_argument("--only", nargs="+", help="run these candidates only (names)")
+    p.add_argument("--table", default="docs/results/report_recipe/tried.json")
+    args = p.parse_args(argv)
+    out, data = Path(args.out), Path(args.data)
+    settings = replace(ReproduceSettings(), steps=args.steps, train_sizes=(args.train_studies,))
+    val = read_manifest(data, "validation")[: args.val]
+    rows = []
+    for candidate in CANDIDATES:  # the table lists every finished candidate, those of earlier invocations too
+        finished = (out / "runs" / candidate.name / "validation.json").is_file()
+        if args.only and candidate.name not in args.only and not finished:
+            continue
+        rows.append(run_candidate(candidate, out, Path(args.init), data, settings, val))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    table = Path(args.table)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    record = {"data": str(data), "init": str(args.init), "steps": args.steps, "validation_studies": len(val)}
+    atomic_write(table, json.dumps({**record, "runs": rows}, indent=1).encode())
+    atomic_write(table.with_suffix(".md"), (markdown(rows) + "\n").encode())
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

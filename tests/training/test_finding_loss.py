@@ -1,0 +1,110 @@
+"""The auxiliary finding loss (`finding_loss_weight`) and finding-balanced sampling (`finding_balance`): off by default
+(LLaVA's parameters), a real gradient on the projector when on, added to TRL's loss, and rare findings drawn more."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS
+
+pytest.importorskip("trl")
+
+
+def test_off_by_default_no_head_and_llava_parameters(make_asarg):
+    model, _ = make_asarg()
+    assert model.finding_head is None
+    assert not any("finding" in name for name, _ in model.named_parameters())
+
+
+def test_the_loss_reaches_the_projector_and_ignores_unknown_entries(make_asarg):
+    from conftest import prompt_for, xray_like
+
+    model, processor = make_asarg(finding_loss_weight=0.5)
+    model.train()
+    inputs = processor(images=[xray_like(), xray_like(seed=1)], text=[prompt_for(processor)] * 2, return_tensors="pt")
+    labels = torch.zeros(2, 14)
+    labels[0, 2] = 1
+    out = model(**inputs, labels=inputs["input_ids"], finding_labels=labels)
+    plain = model(**inputs, labels=inputs["input_ids"])
+    assert out.finding_logits.shape == (2, 14)
+    assert torch.allclose(out.loss, plain.loss + 0.5 * out.finding_loss, atol=1e-5)
+    out.finding_loss.backward()
+    assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    ignored = labels.clone()
+    ignored[1] = -1  # the second study's findings unknown: only the first counts
+    first = model(**inputs, finding_labels=ignored).finding_loss
+    logits = model(**inputs, finding_labels=labels).finding_logits
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[0], labels[0])
+    assert torch.allclose(first, expected, atol=1e-5)
+
+
+def test_finding_labels_without_a_head_is_a_clear_error(make_asarg):
+    from conftest import prompt_for, xray_like
+
+    model, processor = make_asarg()
+    inputs = processor(images=[xray_like()], text=[prompt_for(processor)], return_tensors="pt")
+    with pytest.raises(ValueError, match="finding_loss_weight"):
+        model(**inputs, finding_labels=torch.zeros(1, 14))
+
+
+def test_a_plain_trainer_keeps_the_seg_and_finding_columns(make_asarg):
+    """The seg inputs and finding_labels are in forward's signature: the column filter of transformers' Trainer
+    (remove_unused_columns=True) keeps them."""
+    import inspect
+
+    model, _ = make_asarg()
+    names = set(inspect.signature(model.forward).parameters)
+    assert {"seg_pixel_values", "seg_maps", "seg_features", "finding_labels"} <= names
+
+
+def _dataset(reports: list[str]) -> Dataset:
+    rows = [
+        {
+            "images": [None],
+            "messages": [
+                {"role": "user", "content": []},
+                {"role": "assistant", "content": [{"type": "text", "text": r}]},
+            ],
+        }
+        for r in reports
+    ]
+    return Dataset.from_list(rows)
+
+
+def test_finding_labels_come_from_the_labeler_and_balancing_draws_rare_findings_more():
+    from asarg.training.sft_asarg import balance_by_findings, with_finding_labels
+
+    reports = ["There is a small pneumothorax."] * 5 + ["The heart is normal. No acute findings."] * 95
+    ds = with_finding_labels(_dataset(reports))
+    labels = np.asarray(ds["finding_labels"])
+    assert labels[0, CHEXPERT_LABELS.index("Pneumothorax")] == 1 and labels[-1].sum() <= 1
+    assert balance_by_findings(ds, 0.0, seed=0) is ds
+    balanced = np.asarray(balance_by_findings(ds, 1.0, seed=0)["finding_labels"])
+    share = (balanced[:, CHEXPERT_LABELS.index("Pneumothorax")] == 1).mean()
+    assert len(balanced) == 100 and share > 0.3  # 5% before; inverse frequency makes it about half
+
+
+def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft):
+    from test_training_recipe import run_main
+
+    out = tmp_path / "out"
+    trainer = run_main(
+        sft,
+        "--dataset_name",
+        str(synthcxr),
+        "--output_dir",
+        str(out),
+        "--finding_loss_weight",
+        "1.0",
+        "--finding_balance",
+        "0.5",
+        "--max_steps",
+        "2",
+    )
+    head = trainer.model.finding_head
+    assert head is not None and trainer.model.config.finding_loss_weight == 1.0
+    logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
+    assert logged and all(0 < entry["finding_loss"] < 10 for entry in logged)  # the head's loss is in the step
