@@ -10,7 +10,6 @@ id column (`id`, `study_id`, `dicom_id`) the ids must agree row by row, and `--i
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from asarg.evaluation.clinical_efficacy import LABEL_SET_CHOICES, UNCERTAIN_CHOICES, compute_ce
 from asarg.evaluation.report_labeler.api import LABELERS
+from asarg.processing.text_io import read_csv, read_text
 
 ID_COLUMNS = ("id", "study_id", "dicom_id")
 CHART_SUFFIXES = (".png", ".pdf", ".svg")
@@ -32,11 +32,10 @@ def read_records(path: Path) -> tuple[list | None, list[str] | None]:
     if suffix == ".txt":
         return None, None
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            return list(reader), list(reader.fieldnames or [])
+        header, rows = read_csv(path)
+        return rows, header
     if suffix in {".jsonl", ".json"}:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         try:
             records = (
                 json.loads(text) if suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
@@ -53,7 +52,7 @@ def read_reports(path: Path, column: str) -> list[str]:
     """Reports from .csv (column), .jsonl / .json (field of each record) or .txt (one report per line)."""
     records, columns = read_records(path)
     if records is None:
-        return path.read_text(encoding="utf-8").splitlines()
+        return read_text(path).splitlines()
     if columns is not None and column not in columns:
         raise ValueError(f"{path} has no column {column!r}; its columns are {columns}.")
     missing = [i for i, r in enumerate(records) if not isinstance(r, dict) or column not in r]

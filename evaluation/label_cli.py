@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from asarg.processing.outputs import check_output_file, staged_file
+from asarg.processing.text_io import read_csv
 
 from .report_labeler.api import LABELERS, label_reports
 from .report_labeler.constants import CHEXPERT_LABELS
@@ -18,12 +19,9 @@ def read_csv_column(path: Path, column: str) -> tuple[list[str], list[dict]]:
     """(header, rows) of a CSV, checking that `column` exists."""
     if not path.is_file():
         raise ValueError(f"Input file {path} does not exist.")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        if column not in header:
-            raise ValueError(f"{path} has no column {column!r}; its columns are {header}. Pass --column.")
-        rows = list(reader)
+    header, rows = read_csv(path)
+    if column not in header:
+        raise ValueError(f"{path} has no column {column!r}; its columns are {header}. Pass --column.")
     if not rows:
         raise ValueError(f"{path} has a header but no reports: nothing to label.")
     return header, rows

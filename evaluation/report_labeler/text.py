@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # The patterns start with a literal character (a look-behind checks what precedes it) so that the regex engine can
 # skip ahead to that character instead of trying every position; the substitutions that need a rare character only
@@ -20,11 +21,42 @@ _LETTER = re.compile(r"[^\W\d_]")  # any script's letters
 _LATIN = re.compile(r"[A-Za-z]")
 
 
+# Invisible characters that split a word without showing: zero-width space / joiners, word joiner, BOM, soft hyphen.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+# Letters of other scripts that look like Latin ones ("cardiomegаly" with a Cyrillic а). They are mapped only inside a
+# word that also has Latin letters, so a report written in Cyrillic or Greek stays what it is (and unreadable).
+_CONFUSABLE = str.maketrans(
+    "аеорсухіјѕԁӏАВЕКМНОРСТХІЈЅοαρνικτυχΑΒΕΗΙΚΜΝΟΡΤΥΧΖ",
+    "aeopcyxijsdlABEKMHOPCTXIJSoapvikTuxABEHIKMNOPTYXZ",
+)
+_WORD = re.compile(r"[^\W\d_]+")
+_NONE_AFTER_COLON = re.compile(
+    r"(?P<pre>^|[.;\n]\s*)(?P<what>[a-z][a-z ]*?)\s*:\s*(?:none|absent|negative|not seen|not present)\b", re.MULTILINE
+)
+
+
+def clean(text: str) -> str:
+    """Text as a reader sees it: NFKC (ligatures such as "ﬀ" become "ff", full-width letters plain), invisible
+    characters removed, and look-alike letters of other scripts mapped to Latin inside words that mix them."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    if text.isascii():
+        return text
+    return _WORD.sub(lambda m: _mixed(m.group(0)), text)
+
+
+def _mixed(word: str) -> str:
+    if word.isascii() or not _LATIN.search(word):
+        return word
+    return word.translate(_CONFUSABLE)
+
+
 def normalize(text: str) -> str:
-    """Lower-case; `and/or` and `X/Y` -> `or`; hyphens between letters -> spaces ("air-space" = "air space");
+    """`clean`, then lower-case; "X: none" (or absent, negative, not seen) -> "no X"; `and/or` and `X/Y` -> `or`; hyphens between letters -> spaces ("air-space" = "air space");
     `..` -> `.`; a space after `,;:` and after a period glued to the next sentence ("apex.there"); one space between
     words; line breaks kept as sentence ends."""
-    t = text.lower().replace("and/or", " or ")
+    t = clean(text).lower().replace("and/or", " or ")
+    if ":" in t:
+        t = _NONE_AFTER_COLON.sub(r"\g<pre>no \g<what>", t)
     if "-" in t:
         t = _HYPHEN.sub(" ", t)
     if "/" in t:
@@ -65,5 +97,6 @@ def is_readable(report: str) -> bool:
     Cyrillic, Greek, ...) or without a single letter would silently be labelled as a report without findings."""
     if not report.strip():
         return True
+    report = clean(report)
     letters = len(_LETTER.findall(report))
     return letters > 0 and 2 * len(_LATIN.findall(report)) >= letters

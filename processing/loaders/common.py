@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from asarg.evaluation.report_labeler.constants import CHEXPERT_LABELS
+from asarg.evaluation.report_labeler.text import clean
 
 DEFAULT_PROMPT = "Write the findings section of the radiology report for this chest X-ray."
 SECTIONS = ("findings", "findings+impression")
@@ -27,6 +28,9 @@ def messages(report: str, prompt: str = DEFAULT_PROMPT, n_images: int = 1) -> li
 def row(
     id_: str, images: list[str], report: str, prompt: str = DEFAULT_PROMPT, labels: dict | None = None, **extra
 ) -> dict:
+    """One training record. The report is trained on as a reader sees it (`report_labeler.text.clean`: NFKC,
+    invisible characters removed, look-alike letters in Latin words mapped), as the CE labeler reads it."""
+    report = clean(report)
     return {
         "id": id_,
         "images": list(images),

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..text_io import read_text
 from .common import (
     DEFAULT_PROMPT,
     SkipCounter,
@@ -130,9 +131,13 @@ def _folder_records(root: Path):
         rel = img.relative_to(root)
         split = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] in SPLITS + ("val",) else None
         txt = img.with_suffix(".txt")
-        sections = parse_sections(txt.read_text(encoding="utf-8", errors="replace")) if txt.is_file() else {}
+        try:
+            sections, unreadable = (parse_sections(read_text(txt)) if txt.is_file() else {}), None
+        except ValueError as error:  # not UTF-8 / UTF-16: refused, as the JSONL manifest is
+            sections, unreadable = {}, str(error)
         findings = sections.get("findings", sections[""] if len(sections) == 1 else "")
         problem = "missing report" if not txt.is_file() else None if findings else "empty findings section"
+        problem = unreadable or problem
         problem = problem or image_problem(img)
         yield {
             "where": str(img),

@@ -18,6 +18,7 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
+from ..text_io import read_text
 from .common import (
     CHEXPERT,
     DEFAULT_PROMPT,
@@ -102,7 +103,10 @@ def _study(root: Path, reports_dir: Path, sdir: Path, dicoms: list[str], section
     report_file = reports_dir / f"{sdir}.txt"
     if not report_file.is_file():
         return "missing report", "", []
-    sections = parse_sections(report_file.read_text(encoding="utf-8", errors="replace"))
+    try:
+        sections = parse_sections(read_text(report_file))
+    except ValueError as error:  # not UTF-8 / UTF-16: the study is skipped and counted, or named with strict
+        return str(error), "", []
     report = compose_report(sections.get("findings"), sections.get("impression"), section)
     if not sections.get("findings"):
         return "empty findings section", "", []
