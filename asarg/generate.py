@@ -5,8 +5,11 @@
 `generate_reports` is the batched function behind it (also used by the reproduction pipeline). Without `--model` the
 model shipped inside the package is used (`asarg.processing.models.resolve_model`). Images are read with
 `asarg.processing.image_io.load_image` (PNG/JPEG 8/16-bit, DICOM) one batch at a time; a file that cannot be read is
-reported by name and the others still run (the exit status is 1 then; 2 when there is no model to run). `--json`
-writes JSON Lines: `{"image": path, "report": text}`. `--ground` adds, per sentence, its CheXpert labels and the
+reported by name and the others still run (the exit status is 1 then; 2 when there is no model to run). Each film is
+checked first (`asarg.processing.input_check`): one that is not a frontal chest radiograph (a photo, CT, a lateral or
+non-chest DICOM, a blank film) is refused with the reason, like an unreadable file, unless `--force`; a film unlike
+the model's training films gets a caution on stderr. `--json` writes JSON Lines: `{"image": path, "report": text,
+"input_check": verdict}`. `--ground` adds, per sentence, its CheXpert labels and the
 anatomy it was traced to, with scores and pixel boxes (`asarg.evaluation.grounding.ground_report`; with `--json` the
 line is that dict plus "image"). A progress bar goes to stderr when it is a terminal, or with `--progress`.
 """
@@ -18,7 +21,9 @@ import json
 import sys
 from contextlib import contextmanager
 
+from asarg.processing.image_io import dicom_header
 from asarg.processing.inference import generate_reports, load_for_generation
+from asarg.processing.input_check import check_input, summary
 from asarg.processing.loaders.common import DEFAULT_PROMPT
 
 
@@ -50,6 +55,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="allow a --model folder to run its own modelling code when it differs from the installed asarg's",
     )
     p.add_argument("--progress", action="store_true", help="progress bar on stderr even when it is not a terminal")
+    p.add_argument(
+        "--force", action="store_true", help="write a report even for a film the input check refuses (said on stderr)"
+    )
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.top < 1:
         p.error("--batch-size and --top must be at least 1")
@@ -74,28 +82,39 @@ def _format(path: str, result: dict, as_json: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], list[str]]:
-    """(output chunks, error lines) of one batch of files: reports generated together, or with --ground one by one."""
-    good, images, errors = [], [], []
+def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], list[str], list[str]]:
+    """(output chunks, error lines, caution lines) of one batch of files: each film checked first
+    (`input_check.check_input`: a film that is not a frontal chest radiograph is refused unless --force), then reports
+    generated together, or with --ground one by one."""
+    good, images, verdicts, errors, cautions = [], [], [], [], []
     for path in paths:
         image, error = _read_image(path)
-        errors += [error] if error else []
-        if not error:
-            good.append(path)
-            images.append(image)
+        if error:
+            errors.append(error)
+            continue
+        verdict = check_input(model, processor, image, dicom_header(path))
+        if verdict["refuse"] and not args.force:
+            errors.append(f"asarg generate: {path}: {summary(verdict)} (--force writes a report anyway)")
+            continue
+        cautions += [f"asarg generate: {path}: {summary(verdict)}"] if verdict["warnings"] or verdict["refuse"] else []
+        good.append(path)
+        images.append(image)
+        verdicts.append(verdict)
     if args.ground:
-        return _ground_each(model, processor, good, images, args, errors)
+        chunks, errors = _ground_each(model, processor, good, images, args, errors, verdicts)
+        return chunks, errors, cautions
     reports = generate_reports(model, processor, images, args.prompt, args.batch_size, args.max_new_tokens)
-    return [_format(path, {"report": report}, args.json) for path, report in zip(good, reports)], errors
+    results = [{"report": report, "input_check": verdict} for report, verdict in zip(reports, verdicts)]
+    return [_format(path, result, args.json) for path, result in zip(good, results)], errors, cautions
 
 
-def _ground_each(model, processor, paths: list[str], images: list, args, errors: list[str]):
+def _ground_each(model, processor, paths: list[str], images: list, args, errors: list[str], verdicts: list[dict]):
     """`ground_report` generates each report itself, from the segmentation it also traces and boxes with: the
     segmenter runs once per image (generating the batch first would run it twice)."""
     from asarg.evaluation.grounding import ground_report
 
     chunks = []
-    for path, image in zip(paths, images):
+    for path, image, verdict in zip(paths, images, verdicts):
         try:
             result = ground_report(
                 model, processor, image, top=args.top, prompt=args.prompt, max_new_tokens=args.max_new_tokens
@@ -103,7 +122,7 @@ def _ground_each(model, processor, paths: list[str], images: list, args, errors:
         except ValueError as error:  # the report is still written, ungrounded
             errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
             result = {"report": generate_reports(model, processor, [image], args.prompt, 1, args.max_new_tokens)[0]}
-        chunks.append(_format(path, result, args.json))
+        chunks.append(_format(path, {**result, "input_check": verdict}, args.json))
     return chunks, errors
 
 
@@ -151,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     with _output(args.out) as out, bar:
         for start in range(0, len(args.images), args.batch_size):
             paths = args.images[start : start + args.batch_size]
-            chunks, errors = _run_batch(model, processor, paths, args)
-            for line in errors:
+            chunks, errors, cautions = _run_batch(model, processor, paths, args)
+            for line in errors + cautions:
                 bar.write(line, file=sys.stderr)  # above the bar, not through it
             out.write("".join(chunks))
             out.flush()

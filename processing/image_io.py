@@ -38,6 +38,22 @@ def load_image(source: str | os.PathLike | bytes) -> Image.Image:
     return _load_pil(data, name)
 
 
+def dicom_header(source: str | os.PathLike | bytes) -> dict[str, str]:
+    """The header fields that say what a DICOM film shows (Modality, BodyPartExamined, ViewPosition, and the
+    ProjectionLabel some writers use instead); {} for a file that is not DICOM or a field that is absent."""
+    name, data = _read_bytes(source)
+    if not data or not is_dicom(data, name):
+        return {}
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=data[128:132] != b"DICM")
+    except Exception:  # an unreadable file is load_image's to name
+        return {}
+    fields = ("Modality", "BodyPartExamined", "ViewPosition", "PatientOrientation")
+    return {field: str(dataset.get(field)).strip() for field in fields if dataset.get(field) not in (None, "")}
+
+
 def is_dicom(data: bytes, name: str = "") -> bool:
     """DICOM Part 10 files carry "DICM" after a 128-byte preamble; old headerless files are known by their suffix."""
     return data[128:132] == b"DICM" or Path(name).suffix.lower() in DICOM_SUFFIXES
@@ -63,7 +79,12 @@ def _load_pil(data: bytes, name: str) -> Image.Image:
         raise ValueError(
             f"{name}: not an image file (PIL cannot identify it). Give a PNG, JPEG or DICOM radiograph."
         ) from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{name}: the image is too large to decode safely ({error}); PIL refuses images this size as a possible "
+            "decompression bomb. A radiograph needs far fewer pixels: downscale it (e.g. to 2048 px on its long side)."
+        ) from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: the image is truncated or corrupt and cannot be decoded ({error}).") from error
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name}: the image is empty ({image.width}x{image.height}).")
@@ -88,6 +109,11 @@ def _load_dicom(data: bytes, name: str) -> Image.Image:
         dataset = pydicom.dcmread(io.BytesIO(data), force=not has_marker)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{name}: not a readable DICOM file ({type(error).__name__}: {error}).") from error
+    if not has_marker and not any(tag in dataset for tag in ("SOPClassUID", "Modality", *_PIXEL_DATA_TAGS)):
+        raise ValueError(
+            f"{name}: not a DICOM file: it has no 'DICM' marker and its bytes do not parse as DICOM data elements, "
+            "despite its name."
+        )
     if not any(tag in dataset for tag in _PIXEL_DATA_TAGS):
         raise ValueError(
             f"{name}: the DICOM object has no pixel data (SOP class {dataset.get('SOPClassUID', 'unknown')}: a "

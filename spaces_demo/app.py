@@ -2,8 +2,10 @@
 
     python spaces_demo/app.py [--model DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860]     (or `make demo`)
 
-The model: `--model`, else $ASARG_MODEL, else the model embedded in the asarg package; a folder or a Hub id, loaded
-with trust_remote_code. It must read segmentation maps and have its built-in segmenter (ASaRG's default model does).
+The model: `--model`, else $ASARG_MODEL, else the model embedded in the asarg package; a folder or a Hub id. Its own
+model code runs only with `--trust-remote-code` (or ASARG_TRUST_REMOTE_CODE=1). Every film is checked first
+(`asarg.processing.input_check`): one that is not a frontal chest radiograph is refused with the reason, and a
+caution is shown above the report for a film unlike the model's training films. It must read segmentation maps and have its built-in segmenter (ASaRG's default model does).
 
 The page: upload a PNG / JPEG / DICOM film or pick an example; "Generate report" writes the report with every sentence
 marked by its CheXpert label and draws the segmenter's anatomy on the film; clicking a sentence draws the structures
@@ -35,6 +37,9 @@ if str(HERE) not in sys.path:
 
 import logic  # noqa: E402
 from engine import Analysis, Engine  # noqa: E402
+
+from asarg.processing.image_io import dicom_header  # noqa: E402
+from asarg.processing.input_check import summary  # noqa: E402
 
 INTRO = """# ASaRG: anatomy-grounded chest X-ray reports
 **Research demo, not for clinical use.** A LLaVA model whose projector also reads the per-structure maps of a chest
@@ -77,7 +82,7 @@ class Callbacks:
     @_readable_errors
     def generate(self, path):
         """The named API: (report, grounded JSON); the third value, the page's state, is not part of the API."""
-        analysis = self.engine.analyse(logic.check_upload(path))
+        analysis = self.engine.analyse(logic.check_upload(path), dicom_header(path))
         return analysis.grounded["report"], analysis.grounded, analysis
 
     @staticmethod
@@ -88,7 +93,9 @@ class Callbacks:
         return gr.AnnotatedImage(logic.overlay(analysis.image, analysis.masks), color_map=colors)
 
     def show(self, analysis: Analysis):
-        return self.film(analysis), logic.highlight_report(analysis.grounded), logic.sentence_details(None), None, ""
+        caution = summary(analysis.grounded.get("input_check") or {"refuse": False, "warnings": []})
+        details = (f"**{caution}**\n\n" if caution else "") + logic.sentence_details(None)
+        return self.film(analysis), logic.highlight_report(analysis.grounded), details, None, ""
 
     @staticmethod
     def select(analysis: Analysis | None, evt: gr.SelectData):
@@ -125,7 +132,7 @@ def _film_row(engine: Engine, examples) -> dict:
                     example_labels=[label for _, label in examples],
                     label="Examples",
                 )
-            gr.Markdown(f"Model: `{engine.name or 'custom'}`, {len(engine.channel_names)} anatomy maps.")
+            gr.Markdown(f"Model: {engine.describe()}; {len(engine.channel_names)} anatomy maps.")
         with gr.Column(scale=3, min_width=360):
             film = gr.AnnotatedImage(label="Film and anatomy (hover the legend)", height=560, format="png")
             whole = gr.Button("Show all anatomy", size="sm")

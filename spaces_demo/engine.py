@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from logic import resize_masks, structure_masks
+from logic import InputError, resize_masks, structure_masks
 from PIL import Image
 
 from asarg.evaluation import grounding
+from asarg.processing.input_check import check_input, load_input_stats, summary
 
 MODEL_ENV = "ASARG_MODEL"
 TRUST_ENV = "ASARG_TRUST_REMOTE_CODE"
@@ -67,8 +69,30 @@ class Engine:
         (`generate_without` reads a name as the group first)."""
         return list(self.groups) + [n for n in self.channel_names if n not in self.groups]
 
-    def analyse(self, image: Image.Image) -> Analysis:
-        """Report, CheXpert labels and traced anatomy per sentence, and the masks to draw on the film."""
+    def describe(self) -> str:
+        """The model by what it is: its name, what it was trained on, where its card is (never a cache path)."""
+        stats = load_input_stats(getattr(self.model, "name_or_path", None))
+        trained = f", trained on {stats['training_data']}" if stats and stats.get("training_data") else ""
+        if self.name and Path(self.name).resolve().name.startswith("default-model-"):
+            card = "https://github.com/org/asarg/blob/main/asarg/default_model/README.md"
+            return f"the ASaRG default model shipped with asarg (small-synth size{trained}; [model card]({card}))"
+        if self.name and not Path(self.name).exists():  # a Hub id
+            return f"`{self.name}`{trained} ([model card](https://huggingface.co/{self.name}))"
+        return f"`{Path(self.name).name or 'custom'}`{trained}"
+
+    def check(self, image: Image.Image, header: dict | None = None) -> dict:
+        """The input check's verdict (`asarg.processing.input_check`); raises `InputError` with the reason when the
+        film is not a frontal chest radiograph."""
+        with self._lock:
+            verdict = check_input(self.model, self.processor, image, header)
+        if verdict["refuse"]:
+            raise InputError(summary(verdict))
+        return verdict
+
+    def analyse(self, image: Image.Image, header: dict | None = None) -> Analysis:
+        """Report, CheXpert labels and traced anatomy per sentence, and the masks to draw on the film; the input
+        check first (its verdict in `grounded["input_check"]`)."""
+        verdict = self.check(image, header)
         with self._lock:
             grounded = grounding.ground_report(
                 self.model, self.processor, image, top=self.top, max_new_tokens=self.max_new_tokens
@@ -81,7 +105,7 @@ class Engine:
                 if item["name"] not in named and item["name"] in self.channel_names:
                     named[item["name"]] = [self.channel_names.index(item["name"])]
         masks = resize_masks(structure_masks(probabilities, named), image.size)
-        return Analysis(image, grounded, masks)
+        return Analysis(image, {**grounded, "input_check": verdict}, masks)
 
     def without(self, image: Image.Image, structure: str) -> str:
         """The report written with `structure`'s maps removed (a group or a map name)."""

@@ -142,6 +142,8 @@ def test_ground_runs_the_segmenter_once_per_image_and_writes_the_plain_report(
     argv = ["generate", *images, "--model", "in-memory", "--json", "--max-new-tokens", "6"]
     assert main([*argv, "--ground", "--top", "2"]) == 0
     grounded = [json.loads(line)["report"] for line in capsys.readouterr().out.splitlines()]
-    assert runs == [1, 1]  # generation, tracing and boxes share one segmentation per image
+    # Per image: one segmentation for the input check (asarg.processing.input_check), and one that generation,
+    # tracing and boxes share.
+    assert runs == [1, 1, 1, 1]
     assert main(argv) == 0
     assert [json.loads(line)["report"] for line in capsys.readouterr().out.splitlines()] == grounded

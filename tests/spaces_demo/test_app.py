@@ -494,3 +494,12 @@ def test_browser_bad_upload_shows_the_error_and_the_page_keeps_working(page, exa
     wait.until(film_shown)
     click_button(driver, "Generate report")
     assert select_sentence(driver, wait, 0)
+
+
+def test_the_engine_refuses_a_film_that_is_not_a_chest_radiograph_and_names_its_model(engine):
+    with pytest.raises(logic.InputError, match="Not read: the image is blank"):
+        engine.analyse(Image.new("L", (300, 300), 0))
+    with pytest.raises(logic.InputError, match="Modality is CT"):
+        engine.analyse(Image.new("L", (300, 300), 0).point(lambda v: v), {"Modality": "CT"})
+    description = engine.describe()
+    assert ".cache" not in description and "default-model-" not in description
