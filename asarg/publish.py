@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     def check() -> None:
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder (no config.json)")
+        if not any((checkpoint / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+            raise FileNotFoundError(f"{checkpoint} holds no weights (model.safetensors): nothing to publish")
         if not (checkpoint / MANIFEST).is_file() and not args.allow_unverified:
             raise ValueError(
                 f"{checkpoint} has no {MANIFEST}, so its weights cannot be verified before they are published. "

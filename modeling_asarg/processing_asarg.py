@@ -213,6 +213,7 @@ class AsargProcessor(LlavaProcessor):
         flat = _flatten_images(images)
         if not flat:
             raise ValueError("`images` is an empty list; pass at least one image or `images=None`.")
+        self._check_images_per_sample(images, text)
         originals = [to_rgb_image(image, i) for i, image in enumerate(flat)]
         squared = [pad_to_square(image) for image in originals] if self.pad_to_square else originals
         outputs = super().__call__(images=squared, text=text, **kwargs)
@@ -225,6 +226,23 @@ class AsargProcessor(LlavaProcessor):
             extra["seg_maps"] = self._pool_masks(segmentation_maps, originals, grid)
         tensor_type = kwargs.get("return_tensors")
         return BatchFeature({**outputs, **extra}, tensor_type=tensor_type)
+
+    def _check_images_per_sample(self, images, text) -> None:
+        """With one list of images per sample, each sample's text must hold one image token per image: checking only
+        the totals would answer one sample with another's image."""
+        nested = isinstance(images, (list, tuple)) and any(isinstance(item, (list, tuple)) for item in images)
+        if not nested or not isinstance(text, (list, tuple)):
+            return
+        if len(images) != len(text):
+            raise ValueError(f"`images` has {len(images)} samples but `text` has {len(text)}; give one per text.")
+        for i, (sample, prompt) in enumerate(zip(images, text)):
+            count = len(_flatten_images(sample))
+            tokens = prompt.count(self.image_token)
+            if count != tokens:
+                raise ValueError(
+                    f"Sample {i} has {count} image(s) but its text has {tokens} image token(s) ({self.image_token!r}); "
+                    "each sample's text needs one image placeholder per image of that sample."
+                )
 
     def _seg_pixels(self, image: Image.Image) -> np.ndarray:
         return seg_pixel_array(image, self.seg_image_size, self.seg_image_mean, self.seg_image_std)

@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"asarg finetune: {error}", file=sys.stderr)
         return 2
-    sft_main(*parsed).end()
+    try:
+        sft_main(*parsed).end()
+    except ValueError as error:  # a recipe value or a dataset it cannot use: named, no traceback
+        print(f"asarg finetune: {error}", file=sys.stderr)
+        return 2
     print(f"asarg finetune: model written to {args.out} (try: asarg generate IMAGE --model {args.out})")
     return 0
 

@@ -183,6 +183,8 @@ def check_arguments(script_args, training_args, model_args) -> None:
         raise ValueError("quantised loading is not supported: the projector grows and the segmenter runs in full")
     if not script_args.dataset_name:
         raise ValueError(f"dataset_name is required: the path of a dataset in one of the formats {list(LOADERS)}")
+    if not os.path.exists(script_args.dataset_name):  # named here, before any model loads
+        raise ValueError(f"dataset_name={script_args.dataset_name}: no such file or folder; check the path")
     check_counts(script_args, training_args)
     if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
         raise ValueError(f"output_dir={training_args.output_dir} is a file; give a folder (new or a run's own)")

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..image_io import DICOM_SUFFIXES
 from ..text_io import read_text
 from .common import (
     DEFAULT_PROMPT,
@@ -148,6 +149,21 @@ def _folder_records(root: Path):
             "split": split,
             "problem": problem,
         }
+    yield from _unusable_files(root)
+
+
+def _unusable_files(root: Path):
+    """Files a user may expect the folder loader to read, each skipped with its reason: DICOM films (the training
+    loaders read PNG / JPEG) and reports without an image."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            problem = "DICOM film: the training loaders read PNG/JPEG; convert it first (asarg.processing.image_io)"
+        elif path.suffix.lower() == ".txt" and not any(path.with_suffix(s).is_file() for s in IMAGE_SUFFIXES):
+            problem = "report without an image (name.txt needs name.png or name.jpg beside it)"
+        else:
+            continue
+        rel = path.relative_to(root)
+        yield {"where": str(path), "id": str(rel), "images": [], "findings": "", "split": None, "problem": problem}
 
 
 def read_jsonl(path: str | Path, **options) -> tuple[dict[str, list[dict]], dict]:
