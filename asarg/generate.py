@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     args = _parse(argv)
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:  # a mistyped path is a user error, named before the model loads (an unreadable file costs only itself)
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        print(f"asarg generate: no such file: {shown}", file=sys.stderr)
+        return 2
     if args.out is not None:  # before the model loads: a bad path must cost nothing, and never an input
         from asarg.processing.outputs import OutputError, check_output_file
 

@@ -245,3 +245,24 @@ def test_every_torch_load_is_weights_only():
             if "weights_only=True" not in match.group(1):
                 offenders.append(f"{path.relative_to(REPO)}: {match.group(0)}")
     assert not offenders, offenders
+
+
+def missing_input_lines(root: Path) -> dict[str, list[str]]:
+    """Each command that reads an input, given one that does not exist."""
+    gone = str(root / "no-such-input")
+    return {
+        "generate": ["generate", gone + ".png"],
+        "label": ["label", "--input", gone + ".csv", "--output", str(root / "o.csv")],
+        "evaluate": ["evaluate", "--predictions", gone + ".csv", "--references", gone + ".csv"],
+        "convert-cxas": ["convert-cxas", gone + ".pth", "--out", str(root / "o")],
+        "train-segmenter": ["train-segmenter", "--data", gone, "--out", str(root / "o")],
+        "finetune": ["finetune", gone, "--model", "tiny", "--out", str(root / "o")],
+        "build-smollm2": ["build-smollm2", str(root / "o"), "--from", gone],
+        "push": ["push", gone, "org/x", "--dry-run"],
+    }
+
+
+@pytest.mark.parametrize("command", sorted(missing_input_lines(Path("."))))
+def test_a_missing_input_is_named_in_one_line_with_exit_2(tmp_path, command, capsys):
+    err = _refused(missing_input_lines(tmp_path)[command], capsys)
+    assert "no-such-input" in err
