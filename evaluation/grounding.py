@@ -250,35 +250,17 @@ def _token_logprobs(model, inputs: dict, maps: torch.Tensor, positions: list[int
 
 
 def _vision_features(model, pixel_values: torch.Tensor, maps, features) -> torch.Tensor:
-    """The projector's vision input (1, N, D) for one image, from one `get_image_features` call.
-
-    Caught with a pre-hook on the projector, so it is exactly what the model feeds it (feature layer(s), CLS
-    strategy), without repeating that selection here.
-    """
-    caught = {}
-
-    def catch(module, args, kwargs):
-        caught["vision"] = args[0] if args else kwargs["image_features"]
-
-    handle = model.model.multi_modal_projector.register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        model.model.get_image_features(pixel_values, seg_maps=maps, seg_features=features)
-    finally:
-        handle.remove()
-    return caught["vision"]
+    """The projector's vision input (1, N, D) for one image: the model's own `get_vision_features`."""
+    return model.model.get_vision_features(pixel_values)
 
 
 def _projected_images(model, vision, pixel_values, maps, features) -> dict:
-    """`mm_encoder_outputs` for B rows: the shared vision features projected with each row's seg columns.
-
-    The seg columns come from the model's own `get_seg_tokens` (pooling, checks); `pixel_values` only tell it the
-    batch size and the patch grid, so an expanded view is enough.
-    """
+    """`mm_encoder_outputs` for B rows: the shared vision features projected with each row's seg columns, through the
+    model's public seams (`get_seg_tokens`: pooling and checks; `project_image_tokens`: CLS and projector).
+    `pixel_values` only tell `get_seg_tokens` the batch size and the patch grid, so an expanded view is enough."""
     base, rows = model.model, maps.shape[0]
     seg = base.get_seg_tokens(pixel_values.expand(rows, *pixel_values.shape[1:]), seg_maps=maps, seg_features=features)
-    if seg.shape[1] == vision.shape[1] - 1:  # "full" strategy: the CLS token has no location, zero seg columns
-        seg = torch.cat([seg.new_zeros(rows, 1, seg.shape[2]), seg], 1)
-    projected = base.multi_modal_projector(vision.expand(rows, -1, -1), seg)
+    projected = base.project_image_tokens(vision.expand(rows, -1, -1), seg)
     return {"image": BaseModelOutputWithPooling(pooler_output=list(projected))}
 
 

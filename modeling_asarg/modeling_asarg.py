@@ -673,17 +673,40 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         selected = [hidden_states[i][:, 1:] if strategy == "default" else hidden_states[i] for i in layers]
         return selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)  # cat would copy a single layer
 
-    def _token_aligned_seg_tokens(self, vision_features, pixel_values, strategy, **seg_inputs) -> torch.Tensor | None:
-        seg_tokens = self.get_seg_tokens(pixel_values, **seg_inputs)
-        if seg_tokens is not None and strategy == "full":
-            # The CLS token has no location: it gets zero seg columns.
+    def get_vision_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+    ) -> torch.Tensor:
+        """The projector's vision input `(B, N, D)`: the vision tower's feature layer(s), with or without the CLS
+        token as the strategy says (the config's by default). Public seam for tools that re-project one image's
+        vision tokens with different seg columns (tracing); `get_image_features` is this plus the projection."""
+        return self._vision_tokens(pixel_values, vision_feature_layer, vision_feature_select_strategy)[1]
+
+    def _vision_tokens(self, pixel_values, layer=None, strategy=None, **kwargs):
+        layer = self.config.vision_feature_layer if layer is None else layer
+        strategy = strategy or self.config.vision_feature_select_strategy
+        # Only the feature layer(s) are captured, as in LLaVA's own `get_image_features` (the others come back as
+        # None): every layer would stay referenced from the output. A caller that asks for hidden states gets them all;
+        # so does layer 0, which transformers would read as "no hidden states".
+        hidden_states = True if kwargs.pop("output_hidden_states", None) or layer == 0 else layer
+        image_outputs = self.vision_tower(pixel_values, output_hidden_states=hidden_states, return_dict=True, **kwargs)
+        return image_outputs, self._select_vision_features(image_outputs.hidden_states, layer, strategy)
+
+    def project_image_tokens(self, vision_features: torch.Tensor, seg_tokens: torch.Tensor | None) -> torch.Tensor:
+        """The projected image tokens `(B, N, H)` of vision tokens `(B, N, D)` and their seg columns on the patch grid
+        (`get_seg_tokens`, `(B, gh*gw, C+K)`, or None when seg is off). A CLS token (strategy "full") has no location:
+        it gets zero seg columns. Public seam, with `get_vision_features` and `get_seg_tokens`, for counterfactuals
+        that change one image's seg columns without running the vision tower again."""
+        if seg_tokens is not None and seg_tokens.shape[1] == vision_features.shape[1] - 1:
             seg_tokens = torch.cat([seg_tokens.new_zeros(seg_tokens.shape[0], 1, seg_tokens.shape[2]), seg_tokens], 1)
         if seg_tokens is not None and seg_tokens.shape[1] != vision_features.shape[1]:
             raise ValueError(
                 f"The vision tower gave {vision_features.shape[1]} tokens per image but the patch grid has "
                 f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
             )
-        return seg_tokens
+        return self.multi_modal_projector(vision_features, seg_tokens)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """LLaVA's, with a message that counts image tokens against image features (LLaVA's counts feature elements)
@@ -747,23 +770,12 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             The vision tower's `BaseModelOutputWithPooling`, whose `pooler_output` is a list with one
             `(num_tokens, text_hidden_size)` tensor of projected features per image.
         """
-        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
-        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        # Only the feature layer(s) are captured, as in LLaVA's own `get_image_features` (the others come back as
-        # None): every layer would stay referenced from the output. A caller that asks for hidden states gets them all;
-        # so does layer 0, which transformers would read as "no hidden states".
-        hidden_states = True if kwargs.pop("output_hidden_states", None) or layer == 0 else layer
-        image_outputs = self.vision_tower(pixel_values, output_hidden_states=hidden_states, return_dict=True, **kwargs)
-        vision_features = self._select_vision_features(image_outputs.hidden_states, layer, strategy)
-        seg_tokens = self._token_aligned_seg_tokens(
-            vision_features,
-            pixel_values,
-            strategy,
-            seg_pixel_values=seg_pixel_values,
-            seg_maps=seg_maps,
-            seg_features=seg_features,
+        image_outputs, vision_features = self._vision_tokens(
+            pixel_values, vision_feature_layer, vision_feature_select_strategy, **kwargs
         )
-        image_outputs.pooler_output = list(self.multi_modal_projector(vision_features, seg_tokens))
+        seg_inputs = {"seg_pixel_values": seg_pixel_values, "seg_maps": seg_maps, "seg_features": seg_features}
+        seg_tokens = self.get_seg_tokens(pixel_values, **seg_inputs)
+        image_outputs.pooler_output = list(self.project_image_tokens(vision_features, seg_tokens))
         return image_outputs
 
     def _encode_images(

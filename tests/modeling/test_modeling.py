@@ -217,3 +217,21 @@ def test_bfloat16_model_runs_with_float_seg_inputs(make_asarg):
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+def test_the_public_seams_compose_to_get_image_features(make_asarg, strategy):
+    """get_vision_features + get_seg_tokens + project_image_tokens is exactly what get_image_features projects: the
+    seams tracing uses to re-project one image with other seg columns."""
+    from conftest import prompt_for, xray_like
+
+    model, processor = make_asarg(live_seg=True, vision_feature_select_strategy=strategy)
+    inputs = processor(images=[xray_like()], text=[prompt_for(processor)], return_tensors="pt")
+    base = model.model
+    with torch.no_grad():
+        whole = base.get_image_features(inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"])
+        vision = base.get_vision_features(inputs["pixel_values"])
+        seg = base.get_seg_tokens(inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"])
+        parts = base.project_image_tokens(vision, seg)
+    assert torch.equal(whole.pooler_output[0], parts[0])
+    assert vision.shape[1] == seg.shape[1] + (strategy == "full")
