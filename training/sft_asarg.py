@@ -27,6 +27,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, 
 from asarg.evaluation.report_labeler import label_reports
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
+from asarg.processing.outputs import OutputError, check_output_dir, read_marker, write_marker
 from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from asarg.training.model_setup import SEGMENTERS, check_lora_targets, load_model, strip_segmenter
 from modeling_asarg import AsargConfig
@@ -188,6 +189,25 @@ def check_arguments(script_args, training_args, model_args) -> None:
     check_counts(script_args, training_args)
     if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
         raise ValueError(f"output_dir={training_args.output_dir} is a file; give a folder (new or a run's own)")
+    check_output_folder(script_args, training_args, model_args)
+
+
+def check_output_folder(script_args, training_args, model_args) -> None:
+    """output_dir is never an input nor a folder holding one (or the working directory); a non-empty one must be a
+    run folder an asarg command set up (its marker: this recipe's, `finetune`'s or `reproduce`'s), since the Trainer
+    writes, and with save_total_limit deletes, `checkpoint-*` folders there. Marked as this recipe's on first use."""
+    inputs = [script_args.dataset_name, model_args.model_name_or_path]
+    inputs = [path for path in inputs if path and os.path.exists(path)]
+    out = check_output_dir(training_args.output_dir, inputs, command="sft", overwrite=True, what="output_dir")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and read_marker(out) is None:
+        raise OutputError(
+            f"output_dir={out} is not empty and was not set up by asarg ({', '.join(held[:5])}): the Trainer would "
+            "write its checkpoints among those files and rotate away old ones. Give a new or empty folder."
+        )
+    if not held and training_args.process_index == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "sft", dataset=str(script_args.dataset_name), model=str(model_args.model_name_or_path))
 
 
 def check_counts(script_args, training_args) -> None:
