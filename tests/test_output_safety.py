@@ -242,6 +242,39 @@ def test_a_folder_with_its_own_code_is_not_run_without_consent(saved, tmp_path, 
     assert not sentinel.exists()
 
 
+def test_every_model_loading_path_refuses_foreign_code(saved, tmp_path, capsys):
+    """The sweep over the loaders: open_checkpoint / load_model (generate, the Space, benchmarks), the training
+    recipe's model set-up (finetune, sft, reproduce) and the command line."""
+    import dataclasses
+
+    from asarg.processing.checkpoints import load_model
+    from asarg.processing.inference import load_for_generation
+    from asarg.training import model_setup
+    from asarg.training.sft_asarg import AsargModelConfig
+
+    sentinel = tmp_path / "ran.txt"
+    code = saved / "modeling_asarg.py"
+    code.write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n" + code.read_text(encoding="utf-8"))
+    loaders = {
+        "load_model": lambda: load_model(saved),
+        "open_checkpoint": lambda: open_checkpoint(saved),
+        "load_for_generation": lambda: load_for_generation(str(saved)),
+        "training set-up": lambda: model_setup.load_model(
+            dataclasses.replace(AsargModelConfig(), model_name_or_path=str(saved))
+        ),
+    }
+    for name, load in loaders.items():
+        with pytest.raises(CheckpointError, match="--trust-remote-code"):
+            load()
+        assert not sentinel.exists(), name
+    data = tmp_path / "data"
+    data.mkdir()
+    xray_like().save(data / "a.png")
+    (data / "a.txt").write_text("Clear.")
+    _refused(["finetune", str(data), "--model", str(saved), "--out", str(tmp_path / "run")], capsys)
+    assert not sentinel.exists()
+
+
 def test_every_torch_load_is_weights_only():
     """A grep, so a new `torch.load` cannot slip in: every call in the project's code passes weights_only=True."""
     offenders = []
