@@ -714,7 +714,10 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         try:
             return super().get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
         except ValueError as error:
-            raise ValueError(self._image_token_mismatch(input_ids, inputs_embeds, image_features)) from error
+            # LLaVA's own text first, so code that matches LLaVA's message still does; then what to do.
+            raise ValueError(
+                f"{error} {self._image_token_mismatch(input_ids, inputs_embeds, image_features)}"
+            ) from error
 
     def _image_token_mismatch(self, input_ids, inputs_embeds, image_features) -> str:
         token_id = self.config.image_token_id
@@ -947,11 +950,15 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
 
     def prepare_inputs_for_generation(
         self,
-        *args,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
         seg_pixel_values: torch.FloatTensor | None = None,
         seg_maps: torch.FloatTensor | None = None,
         seg_features: torch.FloatTensor | None = None,
-        is_first_iteration: bool = False,
         **kwargs,
     ) -> dict:
         """LLaVA's, plus the seg inputs for the prefill step only (decode steps have no image tokens).
@@ -959,7 +966,15 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
         Naming them here makes `generate` accept them. It normally consumes them itself, when it pre-encodes the images
         through `AsargModel.get_image_features`, so the segmenter runs once per `generate` call.
         """
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
         if is_first_iteration or not kwargs.get("use_cache", True):
             seg_inputs = dict(zip(SEG_INPUT_NAMES, (seg_pixel_values, seg_maps, seg_features)))
             model_inputs.update({name: value for name, value in seg_inputs.items() if value is not None})

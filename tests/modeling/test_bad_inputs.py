@@ -173,3 +173,21 @@ def test_channel_first_arrays_and_tensors_are_the_same_image():
 def test_images_of_non_real_dtype_raise(image, message):
     with pytest.raises(ValueError, match=message):
         to_rgb_image(image)
+
+
+def test_an_image_token_mismatch_starts_with_llavas_message(make_asarg):
+    """Code written against LLaVA's error text still matches it; ASaRG's explanation follows."""
+    from conftest import prompt_for, xray_like
+    from transformers import LlavaForConditionalGeneration
+
+    model, processor = make_asarg()
+    inputs = processor(images=[xray_like()], text=[prompt_for(processor)], return_tensors="pt")
+    ids = inputs["input_ids"].clone()
+    ids[ids == model.config.image_token_id] = processor.tokenizer.pad_token_id  # the images lose their tokens
+    with pytest.raises(ValueError) as asarg_error:
+        model(input_ids=ids, pixel_values=inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"])
+    llava = LlavaForConditionalGeneration(model.config)  # LLaVA's own class, same config and tokens
+    with pytest.raises(ValueError) as llava_error:
+        llava(input_ids=ids, pixel_values=inputs["pixel_values"])
+    assert str(asarg_error.value).startswith(str(llava_error.value))
+    assert "processor" in str(asarg_error.value)
