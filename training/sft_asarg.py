@@ -184,8 +184,6 @@ def check_arguments(script_args, training_args, model_args) -> None:
         raise ValueError("quantised loading is not supported: the projector grows and the segmenter runs in full")
     if not script_args.dataset_name:
         raise ValueError(f"dataset_name is required: the path of a dataset in one of the formats {list(LOADERS)}")
-    if not os.path.exists(script_args.dataset_name):  # named here, before any model loads
-        raise ValueError(f"dataset_name={script_args.dataset_name}: no such file or folder; check the path")
     check_counts(script_args, training_args)
     if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
         raise ValueError(f"output_dir={training_args.output_dir} is a file; give a folder (new or a run's own)")
@@ -195,15 +193,18 @@ def check_arguments(script_args, training_args, model_args) -> None:
 def check_output_folder(script_args, training_args, model_args) -> None:
     """output_dir is never an input nor a folder holding one (or the working directory); a non-empty one must be a
     run folder an asarg command set up (its marker: this recipe's, `finetune`'s or `reproduce`'s), since the Trainer
-    writes, and with save_total_limit deletes, `checkpoint-*` folders there. Marked as this recipe's on first use."""
+    writes, and with save_total_limit deletes, `checkpoint-*` folders there; or one the user asked to resume
+    (`resume_from_checkpoint`). Marked as this recipe's on first use."""
     inputs = [script_args.dataset_name, model_args.model_name_or_path]
     inputs = [path for path in inputs if path and os.path.exists(path)]
     out = check_output_dir(training_args.output_dir, inputs, command="sft", overwrite=True, what="output_dir")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and read_marker(out) is None:
+    resuming = str(training_args.resume_from_checkpoint).lower() not in ("none", "false")
+    if held and read_marker(out) is None and not resuming:
         raise OutputError(
             f"output_dir={out} is not empty and was not set up by asarg ({', '.join(held[:5])}): the Trainer would "
-            "write its checkpoints among those files and rotate away old ones. Give a new or empty folder."
+            "write its checkpoints among those files and rotate away old ones. Give a new or empty folder, or "
+            "resume_from_checkpoint to continue a run of yours there."
         )
     if not held and training_args.process_index == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +238,8 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
     resume = resume_target(
         training_args.resume_from_checkpoint, training_args.output_dir, training_args.save_only_model
     )
+    if not os.path.exists(script_args.dataset_name):  # named here, before any model loads
+        raise ValueError(f"dataset_name={script_args.dataset_name}: no such file or folder; check the path")
     set_seed(training_args.seed)  # the random parts (tiny model, a grown segmenter) must match on resume and ranks
 
     model, processor, on_disk = load_model(model_args)
