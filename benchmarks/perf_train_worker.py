@@ -36,7 +36,7 @@ class StepTimer(TrainerCallback):
 
 
 def timed_trainer(timer: StepTimer):
-    class TimedSFTTrainer(sft_asarg.SFTTrainer):
+    class TimedSFTTrainer(sft_asarg.AsargSFTTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, callbacks=[timer], **kwargs)
 
@@ -62,7 +62,7 @@ def allreduce_ms(numel: int, repeats: int = 5) -> float | None:
 def main(result_dir: str, recipe_args: list[str]) -> None:
     torch.set_num_threads(1)
     timer = StepTimer()
-    sft_asarg.SFTTrainer = timed_trainer(timer)  # this process only: the recipe's main, with a timing callback
+    sft_asarg.AsargSFTTrainer = timed_trainer(timer)  # this process only: the recipe's main, with a timing callback
     script_args, training_args, model_args = sft_asarg.make_parser().parse_args_and_config(recipe_args)
     start = time.perf_counter()
     trainer = sft_asarg.main(script_args, training_args, model_args)

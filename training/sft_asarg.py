@@ -187,7 +187,8 @@ def check_arguments(script_args, training_args, model_args) -> None:
     check_counts(script_args, training_args)
     if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
         raise ValueError(f"output_dir={training_args.output_dir} is a file; give a folder (new or a run's own)")
-    check_output_folder(script_args, training_args, model_args)
+    if training_args.process_index == 0:  # one rank checks and marks: the others would race its marker's write
+        check_output_folder(script_args, training_args, model_args)
 
 
 def check_output_folder(script_args, training_args, model_args) -> None:
@@ -206,7 +207,7 @@ def check_output_folder(script_args, training_args, model_args) -> None:
             "write its checkpoints among those files and rotate away old ones. Give a new or empty folder, or "
             "resume_from_checkpoint to continue a run of yours there."
         )
-    if not held and training_args.process_index == 0:
+    if not held:
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "sft", dataset=str(script_args.dataset_name), model=str(model_args.model_name_or_path))
 
