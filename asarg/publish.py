@@ -5,7 +5,7 @@
     asarg push default org/asarg                                   # the embedded default model
 
 The folder is what `AutoModel.from_pretrained(repo, trust_remote_code=True)` needs: `model.safetensors`, `config.json`
-(with `auto_map`), `generation_config.json`, the processor and tokenizer files, the three remote-code files of the
+(with `auto_map`), `generation_config.json`, the processor and tokenizer files, the remote-code files of the
 installed `modeling_asarg`, `checksums.sha256` and `README.md`, a model card whose YAML metadata (`model-index`)
 carries the CE-F1 of `scores.json` (written by `asarg reproduce --default-model`, or given with `--scores`).
 """

@@ -19,11 +19,17 @@ from .checkpoints import write_checksums
 
 # Package data of `asarg` (asarg/default_model/), found without importing any module of the CLI layer.
 EMBEDDED = Path(str(importlib.resources.files("asarg") / "default_model"))
-REMOTE_CODE = ("configuration_asarg.py", "modeling_asarg.py", "processing_asarg.py")
+REMOTE_CODE = (
+    "configuration_asarg.py",
+    "cxas_asarg.py",
+    "modeling_asarg.py",
+    "processing_asarg.py",
+    "segmenter_asarg.py",
+)
 
 
 def remote_code_files() -> list[Path]:
-    """The three Hub files of the installed `modeling_asarg` package (what `auto_map` in config.json names)."""
+    """The Hub files of the installed `modeling_asarg` package (what `auto_map` in config.json names)."""
     import modeling_asarg
 
     folder = Path(modeling_asarg.__file__).parent

@@ -12,7 +12,11 @@ import torch
 from conftest import REPO, prompt_for, xray_like
 from fresh_process import generate_in_fresh_process
 
-HUB_FILES = ("configuration_asarg.py", "modeling_asarg.py", "processing_asarg.py")
+from asarg.processing.models import REMOTE_CODE
+
+# Every Hub file, the model's siblings (cxas_asarg, segmenter_asarg) included: transformers copies the relative imports
+# of a remote-code module along with it, and the fresh-process test below loads from exactly these.
+HUB_FILES = REMOTE_CODE
 ALLOWED_TOP_LEVEL = {"torch", "transformers", "numpy", "PIL"} | set(sys.stdlib_module_names)
 
 
