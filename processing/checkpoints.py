@@ -228,18 +228,41 @@ def foreign_code(folder: str | os.PathLike) -> list[str]:
 
 
 def check_code(folder: str | os.PathLike, trust_remote_code: bool = False) -> bool:
-    """The `trust_remote_code` to load `folder` with. A folder whose code files all equal the installed ASaRG files
-    (or that has none) loads with the installed classes and runs nothing of its own: False. A folder with code of
-    its own loads only when the caller asked for that (`trust_remote_code=True`), else `CheckpointError` naming the
-    files."""
+    """The `trust_remote_code` to load `folder` with; the folder's own code runs only when the caller asked for it.
+
+    * Code files equal to the installed ASaRG files, or none: the installed classes load it, nothing of the folder's
+      runs (False).
+    * An ASaRG checkpoint (`model_type` "asarg") whose code differs (saved by another asarg version, or edited):
+      without consent the installed classes load it and the folder's code is ignored, with a warning naming the files
+      (False); with `trust_remote_code=True` the folder's own code runs (True).
+    * Any other model type with code of its own: `CheckpointError` naming the files, unless `trust_remote_code=True`.
+    """
     own = foreign_code(folder)
-    if own and not trust_remote_code:
-        raise CheckpointError(
-            f"{folder} ships its own model code ({', '.join(own)}) that differs from the installed asarg's; loading "
-            "it would run that code. Load it only if you trust its author: pass --trust-remote-code "
-            "(trust_remote_code=True in Python; ASARG_TRUST_REMOTE_CODE=1 for the Space)."
+    if not own:
+        return False
+    if trust_remote_code:
+        return True
+    if _model_type(folder) == "asarg":
+        logger.warning(
+            "%s ships model code (%s) that differs from the installed asarg's (another asarg version, or edited): "
+            "it is not run; the installed asarg classes load the checkpoint. Pass --trust-remote-code "
+            "(trust_remote_code=True) to run the folder's own code instead.",
+            folder,
+            ", ".join(own),
         )
-    return bool(own)
+        return False
+    raise CheckpointError(
+        f"{folder} is not an ASaRG checkpoint and ships its own model code ({', '.join(own)}); loading it would run "
+        "that code. Load it only if you trust its author: pass --trust-remote-code (trust_remote_code=True in Python; "
+        "ASARG_TRUST_REMOTE_CODE=1 for the Space)."
+    )
+
+
+def _model_type(folder) -> str | None:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_model(

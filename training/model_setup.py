@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from asarg.processing.checkpoints import check_code
 from asarg.processing.checkpoints import load_model as load_checked_model
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor, cxas_seg_config, default_segmenter_config
 
@@ -56,6 +58,8 @@ def _build(args):
         raise ValueError("model_name_or_path is required: an ASaRG checkpoint, a LLaVA checkpoint or 'tiny'")
     source, revision = args.model_name_or_path, args.model_revision
     kwargs = {"revision": revision, "dtype": args.dtype, "attn_implementation": args.attn_implementation}
+    if os.path.isdir(source):
+        check_code(source)  # a foreign model's own code is named (and never run) before transformers reads it
     model_type = AutoConfig.from_pretrained(source, revision=revision).model_type
     if model_type == "asarg":
         # names a damaged file; a new finding head (finding_loss_weight) starts from random weights
