@@ -18,7 +18,6 @@ LLaVA's (`model.vision_tower`, `model.multi_modal_projector.linear_1/2`, `model.
 
 import dataclasses
 import math
-import weakref
 from contextlib import nullcontext
 
 import torch
@@ -205,36 +204,6 @@ def _nan_hint(source: str) -> str:
     return " Seg inputs must be finite; check how they were computed or stored."
 
 
-class _CheckedTensor:
-    """The last tensor whose values passed a check: the same object, unchanged since (its version counter), need not
-    be read again. A weak reference, so it never keeps the tensor alive; writes that bypass the version counter
-    (through `.data` or a numpy view) are not seen, as everywhere in torch."""
-
-    def __init__(self):
-        self._ref, self._version = None, None
-
-    def __getstate__(self) -> dict:  # a weak reference cannot be pickled or copied: a copy starts with nothing checked
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-    def holds(self, tensor: torch.Tensor) -> bool:
-        if self._ref is None or self._version is None:
-            return False
-        return self._ref() is tensor and _version_of(tensor) == self._version
-
-    def remember(self, tensor: torch.Tensor) -> None:
-        self._ref, self._version = weakref.ref(tensor), _version_of(tensor)
-
-
-def _version_of(tensor: torch.Tensor) -> int | None:
-    try:
-        return tensor._version
-    except RuntimeError:  # inference tensors (torch.inference_mode) have no version counter: never skipped
-        return None
-
-
 def _pool_to_grid(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B,C,h,w) at any resolution -> (B, gh*gw, C) float32, by area averaging (coverage fraction for binary maps).
 
@@ -271,7 +240,6 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
     def __init__(self, config: AsargConfig):
         super().__init__(config)
         self.multi_modal_projector = AsargMultiModalProjector(config)
-        self._maps_checked = _CheckedTensor()  # see `_check_seg_values`
         self.segmenter = build_segmenter(config.segmenter_config) if config.segmenter_config else None
         if self.segmenter is not None and config.freeze_segmenter:
             self.segmenter.requires_grad_(False)
@@ -360,9 +328,8 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         prefill, so decode steps pay nothing. NaN and inf propagate through pooling and through the sum (a sum that
         overflows with finite values is told apart on the error path, which looks at every value). Maps given
         precomputed (`given[0]`) are also checked before pooling, for their range: an average could hide values
-        outside [0, 1], and NaN propagates through min and max. That pass over the full-resolution maps is the check's
-        one real cost, so it runs once per maps tensor: the same tensor object at the same version (no in-place change
-        since) is not read again. The built-in segmenter's maps need no range check: thresholded or through a sigmoid,
+        outside [0, 1], and NaN propagates through min and max (one pass over the maps, as LLaVA checks its inputs once
+        per call, with no cache). The built-in segmenter's maps need no range check: thresholded or through a sigmoid,
         they lie in [0, 1] unless NaN. (Few, common operators on purpose: in a small model's forward each further
         operator costs several microseconds of dispatch.)
         """
@@ -371,7 +338,6 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             return
         total = seg_tokens.sum()
         check_range = given[0] and seg_maps is not None and seg_maps.dtype != torch.bool
-        check_range = check_range and not self._maps_checked.holds(seg_maps)
         if check_range:  # the one sync (stack promotes integer map bounds)
             total, low, high = torch.stack([total, *torch.aminmax(seg_maps)]).tolist()
             in_range = low >= 0 and high <= 1
@@ -381,8 +347,6 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             problem = _seg_value_problem(seg_tokens, seg_maps, given, self.config)
             if problem is not None:
                 raise ValueError(problem)
-        if check_range:
-            self._maps_checked.remember(seg_maps)
 
     def get_seg_tokens(
         self,

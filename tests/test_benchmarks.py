@@ -96,8 +96,8 @@ def test_block_pooling_is_adaptive_pooling(size, grid, dtype):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
-def test_maps_checked_once_are_checked_again_after_an_in_place_change(make_asarg):
-    """The range check skips a maps tensor it has already passed, unless that tensor changed since."""
+def test_maps_are_checked_again_after_an_in_place_change(make_asarg):
+    """The range check reads precomputed maps on every forward (no cache): an in-place change is seen."""
     model, _ = make_asarg(builtin_segmenter=False)
     ids = torch.tensor([[1] + [model.config.image_token_id] * 16 + [10, 11]])
     pixels, features, maps = torch.randn(1, 3, 32, 32), torch.randn(1, 8, 4, 4), torch.rand(1, 4, 8, 8)
@@ -111,13 +111,16 @@ def test_maps_checked_once_are_checked_again_after_an_in_place_change(make_asarg
             model(input_ids=ids, pixel_values=pixels, seg_maps=maps, seg_features=features)
 
 
-def test_generate_reads_llavas_signature_without_parsing_it():
-    """`forward.__signature__` is LLaVA's, so the Trainer, TRL and generate see the arguments they always saw."""
+def test_forward_names_llavas_arguments_then_the_seg_inputs():
+    """`forward` keeps LLaVA's arguments in LLaVA's order and names the seg inputs after them, so the Trainer, TRL and
+    generate see every argument they always saw, and a Trainer's column filter keeps the seg columns."""
     import inspect
 
     from transformers import LlavaForConditionalGeneration
 
     from modeling_asarg import AsargForConditionalGeneration
 
-    ours = inspect.signature(AsargForConditionalGeneration.forward)
-    assert ours == inspect.signature(LlavaForConditionalGeneration.forward)
+    ours = list(inspect.signature(AsargForConditionalGeneration.forward).parameters)
+    llava = list(inspect.signature(LlavaForConditionalGeneration.forward).parameters)
+    assert ours[: len(llava) - 1] == llava[:-1] and ours[-1] == llava[-1] == "kwargs"
+    assert ours[len(llava) - 1 : -1] == ["seg_pixel_values", "seg_maps", "seg_features", "finding_labels"]
