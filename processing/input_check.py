@@ -10,7 +10,7 @@ act on:
 4. **Distance from the model's training films**: the Mahalanobis distance of the film's features (the vision tower's
    mean token and the segmenter's per-class coverage) from those of the model's own training films, stored with
    the model (`input_stats.safetensors`, written by `fit_input_stats` / `python -m asarg.processing.input_check`).
-   The distance cannot tell a real chest film from a synthetic one reliably (measured: `benchmarks/input_check.py`),
+   The distance cannot tell a real chest film from a synthetic one reliably (measured: `benchmarks/quality/input_check.py`),
    so a DICOM film read by a model trained on synthetic films only is also flagged from the model's own record.
 
 Checks 1-3 failing mean the input is not a frontal chest radiograph: `verdict["refuse"]` is True and tools refuse to

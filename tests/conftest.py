@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_benchmark(name: str):
-    """A script of `benchmarks/` imported as a module (benchmarks are scripts, not a package)."""
+    """A script of `benchmarks/quality/` imported as a module (benchmarks are scripts, not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / "quality" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

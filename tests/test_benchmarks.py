@@ -1,4 +1,4 @@
-"""The performance suite (benchmarks/run.py) on tiny shapes: its JSON, its tables, the segmenter once per generate;
+"""The performance suite (benchmarks/perf/run.py) on tiny shapes: its JSON, its tables, the segmenter once per generate;
 and the hot-path changes it measured keep the model's behaviour. No timing is asserted: this machine is shared."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks" / "perf"))
 
 import perf_latency  # noqa: E402
 import perf_params  # noqa: E402

@@ -1,4 +1,4 @@
-"""benchmarks/grounding.py on a tiny model and a handful of SynthCXR studies: it runs end to end and its numbers
+"""benchmarks/quality/grounding.py on a tiny model and a handful of SynthCXR studies: it runs end to end and its numbers
 are consistent (a smoke test: a tiny untrained model's rankings are noise)."""
 
 from __future__ import annotations

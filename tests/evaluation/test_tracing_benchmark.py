@@ -1,4 +1,4 @@
-"""benchmarks/tracing.py's engine: through the public seams, an unchanged input gives the model's own teacher-forced
+"""benchmarks/quality/tracing.py's engine: through the public seams, an unchanged input gives the model's own teacher-forced
 log-likelihood; occluding a patch changes it; the side word is removed as the side test needs."""
 
 from __future__ import annotations

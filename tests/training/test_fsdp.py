@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 
 pytest.importorskip("trl")
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks" / "perf"))
 
 import perf_train  # noqa: E402
 
@@ -33,7 +33,14 @@ def test_fully_shard_trains_two_processes_and_saves_a_checkpoint_that_loads(reci
 
     checkpoint, data = recipe_inputs
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += [str(REPO / "benchmarks" / "perf_fsdp_worker.py"), str(checkpoint), str(data), str(tmp_path), "2", "2"]
+    command += [
+        str(REPO / "benchmarks" / "perf" / "perf_fsdp_worker.py"),
+        str(checkpoint),
+        str(data),
+        str(tmp_path),
+        "2",
+        "2",
+    ]
     # No PYTHONPATH from this process: other tests put the parity references (a real torchvision) on sys.path.
     env = {**ENV, "HOME": str(tmp_path)}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)

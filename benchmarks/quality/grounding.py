@@ -1,7 +1,7 @@
 """Grounding benchmark on SynthCXR: does tracing put a finding's sentence on the finding's anatomy, and how fast is it?
 
-    .venv/bin/python benchmarks/grounding.py --model asarg/default_model_dir --data data/synthcxr --n 200
-    .venv/bin/python benchmarks/grounding.py --model DIR --n 20 --out grounding.json   # SynthCXR generated in /tmp
+    .venv/bin/python benchmarks/quality/grounding.py --model asarg/default_model_dir --data data/synthcxr --n 200
+    .venv/bin/python benchmarks/quality/grounding.py --model DIR --n 20 --out grounding.json   # SynthCXR generated in /tmp
 
 For each SynthCXR test study the reference report is traced (teacher-forced, so grounding is measured apart from
 generation quality) over the CXAS anatomy groups (`structure_groups`), and every sentence that asserts a finding with

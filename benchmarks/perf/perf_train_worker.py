@@ -1,6 +1,6 @@
 """Worker of the DDP/FSDP benchmarks: the SFT recipe (`training/sft_asarg.py`'s own `main`), with step timing.
 
-    torchrun --standalone --nproc_per_node 2 benchmarks/perf_train_worker.py RESULT_DIR --config RECIPE.yaml ...
+    torchrun --standalone --nproc_per_node 2 benchmarks/perf/perf_train_worker.py RESULT_DIR --config RECIPE.yaml ...
 
 Runs `asarg.training.sft_asarg.main` unchanged, except that its SFTTrainer gets a callback that times every step
 (wall clock and this process's CPU time), and writes `RESULT_DIR/rank<r>.json`. After training it times a gloo

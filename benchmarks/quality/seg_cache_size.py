@@ -1,7 +1,7 @@
 """Bytes per image of ASaRG's segmentation cache at the LLaVA-1.5 scale, versus full-resolution masks (COMG).
 
-    python benchmarks/seg_cache_size.py            # synthetic entry + one real entry (CXAS net, random weights, RG1)
-    python benchmarks/seg_cache_size.py --no-real  # synthetic entry only (no segmenter run)
+    python benchmarks/quality/seg_cache_size.py            # synthetic entry + one real entry (CXAS net, random weights, RG1)
+    python benchmarks/quality/seg_cache_size.py --no-real  # synthetic entry only (no segmenter run)
 
 LLaVA-1.5 scale: 336-pixel CLIP ViT-L/14 -> 24x24 patch grid; CXAS: 159 class maps and 128-channel features.
 A cache entry stores the maps as uint8 coverage fractions and the features as fp16, already pooled to that grid.

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "benchmarks" / "perf_train_worker.py"
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("perf_train_worker.py")
 RECIPE = REPO / "training" / "recipes" / "small_synth_cpu.yaml"
 
 
@@ -127,7 +127,7 @@ def fsdp_check(root: Path, steps: int = 3, batch: int = 4) -> dict:
     }
     out = root / "fsdp2"
     worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = [*worker, str(REPO / "benchmarks" / "perf_fsdp_worker.py"), str(checkpoint), str(data), str(out)]
+    command = [*worker, str(Path(__file__).with_name("perf_fsdp_worker.py")), str(checkpoint), str(data), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.run([*command, str(steps), str(batch)], capture_output=True, text=True, timeout=600, env=env)
     fsdp2 = {

@@ -1,6 +1,6 @@
 """The rest of the pipeline: the report labeler's reports/s, the seg cache's bytes per image, tracing time per report.
 
-Labeler: Open-i's development reports when the shared folder has them (`benchmarks/labeler_openi.py`), else
+Labeler: Open-i's development reports when the shared folder has them (`benchmarks/quality/labeler_openi.py`), else
 SynthCXR's, with the sentence cache off (every sentence parsed), CPU time of one thread. Tracing:
 `asarg.evaluation.grounding.trace_report` of a SynthCXR study's report through the small-synth model (random weights,
 built-in U-Net; all 59 maps ablated, batch 8), measured side by side with one teacher-forced forward of the same text.
@@ -16,7 +16,7 @@ import torch
 from perf_data import PROMPT, small_synth_model, studies
 from perf_timing import interleaved
 
-OPENI = Path(__file__).resolve().parents[2] / "shared" / "data" / "openi"
+OPENI = Path(__file__).resolve().parents[3] / "shared" / "data" / "openi"
 
 
 def labeler_speed(max_reports: int) -> dict:

@@ -1,6 +1,6 @@
 """Tracing tests the text cannot answer (issue 21), each beside the best image-blind baseline that reads the sentence.
 
-    python benchmarks/tracing.py [--model DIR] [--data runs/data/synth-8080] [--prior runs/data/synth-606] [--n 200]
+    python benchmarks/quality/tracing.py [--model DIR] [--data runs/data/synth-8080] [--prior runs/data/synth-606] [--n 200]
 
 Every finding sentence of the reference reports of `--data` (a SynthCXR seed nothing else uses) that the labeler
 matches to exactly one finding of the study is traced on its film, teacher-forced alone after the prompt. A method

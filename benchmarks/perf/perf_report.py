@@ -1,4 +1,4 @@
-"""The Markdown tables of a performance report (the JSON that benchmarks/run.py writes)."""
+"""The Markdown tables of a performance report (the JSON that benchmarks/perf/run.py writes)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The input check (`asarg.processing.input_check`) on inputs that are not frontal chest films, and on held-out
 SynthCXR films that are: issue 18's target is every non-chest input flagged and at most 1% of SynthCXR flagged.
 
-    python benchmarks/input_check.py [--model DIR] [--synthcxr runs/data/synth-7070] [--n 400]
+    python benchmarks/quality/input_check.py [--model DIR] [--synthcxr runs/data/synth-7070] [--n 400]
 
 Non-chest inputs are what the installed packages ship: pydicom-data's extremity film (RG3), CT, MR, ultrasound and
 secondary-capture objects; matplotlib's sample photo (Grace Hopper) and images; blank black and white films; a

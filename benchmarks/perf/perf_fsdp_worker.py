@@ -1,6 +1,6 @@
 """Worker of the FSDP benchmark: the small-synth recipe's model sharded with torch FSDP2 (`fully_shard`) over gloo.
 
-    torchrun --standalone --nproc_per_node 2 benchmarks/perf_fsdp_worker.py CHECKPOINT DATASET OUT [STEPS]
+    torchrun --standalone --nproc_per_node 2 benchmarks/perf/perf_fsdp_worker.py CHECKPOINT DATASET OUT [STEPS]
 
 accelerate (and the Trainer's `fsdp=` argument) leave FSDP off on CPU (see perf_train.py), so this worker shards by
 hand, as `training/accelerate/fsdp.yaml` asks accelerate to: each Llama decoder layer and CLIP encoder layer is its
@@ -102,6 +102,6 @@ def main(checkpoint: str, dataset: str, out: str, steps: int = 3, batch: int = 4
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     main(sys.argv[1], sys.argv[2], sys.argv[3], *(int(a) for a in sys.argv[4:]))

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The performance suite at the smol and LLaVA-1.5-7B shapes, bf16, on one GPU (random weights built from configs).
 #
-#   benchmarks/gpu.sh [OUT.json]          # default: docs/results/performance-gpu.json; the tables go to stdout
+#   benchmarks/perf/gpu.sh [OUT.json]          # default: docs/results/performance-gpu.json; the tables go to stdout
 #
 # NOT RUN YET: written on the 2-core CPU machine, and no GPU was lent to the task that wrote it (the device tool's
 # `status` said so). When one is, run it there and record the numbers (docs/results/performance.md).
 #
-# Sections (benchmarks/run.py --device cuda): parameters per arm (meta device); forward and greedy generation
+# Sections (benchmarks/perf/run.py --device cuda): parameters per arm (meta device); forward and greedy generation
 # (32 new tokens), batch 1 and 8, ASaRG vs the LLaVA it was grown from, with precomputed seg inputs and with the
 # CXAS-compatible ResNet-50 U-Net in the loop (a hook checks it runs once per generate); the segmenter per image;
 # peak GPU memory of inference, each in a fresh process. Expected to take 3-4 minutes on an H100/H200-class GPU
@@ -42,5 +42,5 @@ then
     exit 2
 fi
 
-exec timeout 300 "$PY" benchmarks/run.py --device cuda --dtype bfloat16 --shapes smol,llava-1.5-7b \
+exec timeout 300 "$PY" benchmarks/perf/run.py --device cuda --dtype bfloat16 --shapes smol,llava-1.5-7b \
     --only parameters,latency,segmenter,memory --out "$OUT"

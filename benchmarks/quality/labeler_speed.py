@@ -1,6 +1,6 @@
 """Throughput of the rule-based labeler in one process on one core (a benchmark, not a test).
 
-    python benchmarks/labeler_speed.py [--data ../shared/data/openi] [--repeats 3]
+    python benchmarks/quality/labeler_speed.py [--data ../shared/data/openi] [--repeats 3]
 
 Labels the 3,080 Open-i development reports (findings + impression) and prints reports per second of process CPU
 time, best of `--repeats`, for a cold labeler (sentence cache off: every sentence is parsed) and for the default
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from asarg.evaluation.report_labeler import RuleLabeler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))  # the sibling benchmark script
 
 from labeler_openi import DEFAULT_DATA, load_openi  # noqa: E402

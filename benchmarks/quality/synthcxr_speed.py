@@ -4,7 +4,7 @@ encoding and writing the PNG and the mask .npz of every study (atomic writes wit
 that waits for the disk while the next study is generated) and the manifests. (c) is (b) with every write done
 in line, one study after another (`write_study` without a writer), for reference.
 
-    taskset -c 1 .venv/bin/python benchmarks/synthcxr_speed.py --n 300 --size 256
+    taskset -c 1 .venv/bin/python benchmarks/quality/synthcxr_speed.py --n 300 --size 256
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 masks as extra input channels (ground-truth masks: an upper bound, see README "Mask semantics"), at two
 training-set sizes with the same number of optimiser steps, and report per-label F1 / AUROC on the test split.
 
-    .venv/bin/python benchmarks/synthcxr_image_only_cnn.py --cache /tmp/synthcxr_cnn --sizes 1000 8000
+    .venv/bin/python benchmarks/quality/synthcxr_image_only_cnn.py --cache /tmp/synthcxr_cnn --sizes 1000 8000
 
 Labels: positive = 1; uncertain (-1), negated (0) and blank = 0 (the R2Gen convention). Thresholds per label are
 chosen on the validation split (max F1), then applied to the test split. One thread, CPU.

@@ -1,7 +1,7 @@
 """Cross-check of two independent components: does the report labeler read SynthCXR's generated text the way the
 generator labelled it? (The generator writes text *from* its labels and never parses it.)
 
-    .venv/bin/python benchmarks/labeler_synthcxr_agreement.py --n 1000 --seed 0
+    .venv/bin/python benchmarks/quality/labeler_synthcxr_agreement.py --n 1000 --seed 0
 
 Prints, per observation, the 4-way agreement (1 / 0 / -1 / blank) and the micro-F1 over positives, plus the most
 common disagreements with an example, so a reader can tell a labeler rule gap from a generator wording choice.

@@ -1,7 +1,7 @@
 """How much of what the inputs show reaches the report: per label, the report model's F1 beside a classifier that reads
 exactly the projector's inputs and beside an image-blind constant report (issue 20's headroom table).
 
-    python benchmarks/report_headroom.py --data runs/data/synth-606 --test runs/data/synth-7070 [--model DIR]
+    python benchmarks/quality/report_headroom.py --data runs/data/synth-606 --test runs/data/synth-7070 [--model DIR]
 
 * **The report model**: greedy reports (the model's own generation config) for every study of `--test`, labelled
   with the project's labeler, as CE-F1 does.

@@ -1,6 +1,6 @@
 """NLG scores (BLEU-1..4, ROUGE-L) of the reproduction's n=2000 runs, from the committed per-run reports.
 
-python benchmarks/reproduce_nlg.py   # reads docs/results/reproduce/, runs/reproduce/data/rg; writes docs/results/reproduce_nlg.json
+python benchmarks/quality/reproduce_nlg.py   # reads docs/results/reproduce/, runs/reproduce/data/rg; writes docs/results/reproduce_nlg.json
 """
 
 import json

@@ -1,6 +1,6 @@
 """Peak memory (RSS) of inference and of one training step, ASaRG against LLaVA, each in a fresh process.
 
-    python benchmarks/perf_memory.py --shape small-synth --system asarg --task train   # prints one JSON line
+    python benchmarks/perf/perf_memory.py --shape small-synth --system asarg --task train   # prints one JSON line
 
 A process's peak RSS (`getrusage` ru_maxrss) only grows, so every measurement gets its own interpreter. Inference:
 greedy generation, batch 8, 16 new tokens (batch 1, 4 tokens at the smol shape); training: one forward, backward and

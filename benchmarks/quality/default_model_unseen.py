@@ -1,6 +1,6 @@
 """The embedded default model on SynthCXR studies from seeds the project never used, beside image-blind reports.
 
-    python benchmarks/default_model_unseen.py [--seeds 5151 6262 7373 8484 9595] [--n 400] [--model DIR]
+    python benchmarks/quality/default_model_unseen.py [--seeds 5151 6262 7373 8484 9595] [--n 400] [--model DIR]
 
 The model card's scores come from one hold-out seed (404); this is the check the issue names ("on SynthCXR studies
 generated from seeds the project never used"), repeated over several seeds so the spread is visible. Every study
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
         "margin_mean": statistics.mean(margins),
         "margin_sd": statistics.stdev(margins) if len(margins) > 1 else 0.0,
         "margin_min": min(margins),
-        "command": "python benchmarks/default_model_unseen.py " + " ".join(argv or []),
+        "command": "python benchmarks/quality/default_model_unseen.py " + " ".join(argv or []),
     }
     print(
         f"margin over the best image-blind report: {summary['margin_mean']:+.3f} ± {summary['margin_sd']:.3f} (min {summary['margin_min']:+.3f})"

@@ -1,12 +1,12 @@
 """Issue 20's must-show check, run the way a user would: `asarg generate --json` on 400 studies of a SynthCXR seed the
 project never used, then `asarg evaluate`, then each floor of the issue, pass or fail.
 
-    python benchmarks/report_floors.py [--model DIR] [--data runs/data/synth-7070] \
+    python benchmarks/quality/report_floors.py [--model DIR] [--data runs/data/synth-7070] \
         [--headroom docs/results/report_headroom_default_model.json]
 
 Floors: CE micro-F1 >= 0.50 and macro-F1 >= 0.35; per label F1: Support Devices >= 0.55, Pleural Effusion >= 0.45,
 Cardiomegaly >= 0.70, Edema >= 0.75, Lung Opacity >= 0.20, Pneumothorax > 0; distinct reports >= 50% of films; and,
-with `--headroom` (the same-input classifier of `benchmarks/report_headroom.py` on the same studies), report F1 >=
+with `--headroom` (the same-input classifier of `benchmarks/quality/report_headroom.py` on the same studies), report F1 >=
 0.85 x the classifier's for every label with >= 30 test positives. Writes `--out` (JSON).
 """
 

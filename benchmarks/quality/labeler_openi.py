@@ -1,6 +1,6 @@
 """Agreement of the rule-based labeler with real gold labels: Open-i / IU X-ray (NegBio gold, development split).
 
-    python benchmarks/labeler_openi.py [--data ../shared/data/openi] [--floor 0.90]
+    python benchmarks/quality/labeler_openi.py [--data ../shared/data/openi] [--floor 0.90]
 
 Reads `indiana_reports.csv` (report text) and `openi_gold_dev.csv` (gold, ChestX-ray14 schema, positive-only, plus
 `normal`), labels findings + impression joined (the gold was coded from both), and scores the 8 directly mapped
@@ -22,7 +22,7 @@ import numpy as np
 
 from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "openi"
 FLOOR = 0.90
