@@ -106,5 +106,6 @@ def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft):
     )
     head = trainer.model.finding_head
     assert head is not None and trainer.model.config.finding_loss_weight == 1.0
+    assert head.bias.abs().max() > 0.5  # started from the prevalences' log-odds, not from zero
     logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
     assert logged and all(0 < entry["finding_loss"] < 10 for entry in logged)  # the head's loss is in the step
