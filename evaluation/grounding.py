@@ -457,6 +457,20 @@ def _resize_maps(maps: torch.Tensor, size: tuple[int, int], padded: bool) -> np.
     return out
 
 
+def segment(model, processor, image, segmentation_maps=None) -> _Segmentation:
+    """The image's segmentation, once (the built-in segmenter's maps and features, or given K x H x W masks), to pass
+    to `ground_report(segmentation=...)` and `segmentation_masks`: one segmenter run serves both."""
+    with _evaluating(model):
+        return _image_segmentation(model, processor, image, segmentation_maps)
+
+
+def segmentation_masks(segmentation: _Segmentation) -> np.ndarray:
+    """float32 (K, H, W) maps of a `segment` result at the input image's size (see `segment_image`)."""
+    if segmentation.masks is not None:
+        return segmentation.masks
+    return _resize_maps(segmentation.maps, segmentation.size, segmentation.padded)
+
+
 def segment_image(model, processor, image) -> np.ndarray:
     """The built-in segmenter's maps for `image`: float32 (K, H, W) probabilities in [0, 1] at the image's size.
 
@@ -547,6 +561,7 @@ def ground_report(
     prompt: str | None = None,
     max_new_tokens: int = 160,
     segmentation_maps=None,
+    segmentation: _Segmentation | None = None,
 ) -> dict:
     """The report of `image` (generated greedily if not given), each sentence with its labels and traced anatomy.
 
@@ -560,12 +575,17 @@ def ground_report(
     structures: "groups" (CXAS anatomy groups, `structure_groups`), "maps" (every map channel) or anything
     `resolve_structures` takes. A box is that of the structure's mask (its maps at the image's size > 0.5; a group:
     the union of its members). The segmenter runs once for generation, tracing and boxes. segmentation_maps: K x H
-    x W masks at the image's size, for a model without a built-in segmenter.
+    x W masks at the image's size, for a model without a built-in segmenter. segmentation: a `segment` result to
+    reuse (then nothing is segmented here).
     """
     check_traceable(model)
     named = _named_structures(model.config, structures)
     with _evaluating(model):
-        seg = _image_segmentation(model, processor, image, segmentation_maps)
+        seg = (
+            segmentation
+            if segmentation is not None
+            else _image_segmentation(model, processor, image, segmentation_maps)
+        )
         if report is None:
             report = _generate_one(model, processor, image, prompt, max_new_tokens, seg.maps, seg.features)
         traces = []

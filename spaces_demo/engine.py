@@ -94,10 +94,11 @@ class Engine:
         check first (its verdict in `grounded["input_check"]`)."""
         verdict = self.check(image, header)
         with self._lock:
+            seg = grounding.segment(self.model, self.processor, image)  # once: the report, its tracing and the overlay
             grounded = grounding.ground_report(
-                self.model, self.processor, image, top=self.top, max_new_tokens=self.max_new_tokens
+                self.model, self.processor, image, top=self.top, max_new_tokens=self.max_new_tokens, segmentation=seg
             )
-            probabilities = grounding.segment_image(self.model, self.processor, image)
+            probabilities = grounding.segmentation_masks(seg)
         # The overlay shows the groups; a sentence may also name single maps (a model whose maps form no group).
         named = dict(self.groups)
         for sentence in grounded["sentences"]:

@@ -503,3 +503,14 @@ def test_the_engine_refuses_a_film_that_is_not_a_chest_radiograph_and_names_its_
         engine.analyse(Image.new("L", (300, 300), 0).point(lambda v: v), {"Modality": "CT"})
     description = engine.describe()
     assert ".cache" not in description and "default-model-" not in description
+
+
+def test_the_engine_segments_a_film_once_for_report_tracing_and_overlay(engine, examples):
+    """One segmenter run for the input check, one shared by the report, its tracing and the overlay."""
+    runs = []
+    handle = engine.model.model.segmenter.register_forward_hook(lambda module, args, out: runs.append(1))
+    try:
+        engine.analyse(logic.check_upload(examples[0][0]))
+    finally:
+        handle.remove()
+    assert len(runs) == 2
