@@ -1,6 +1,6 @@
 """`asarg generate`: chest X-ray images in, reports out.
 
-    asarg generate cxr.png study.dcm [--model DIR_OR_HUB_ID] [--ground [--top 5]] [--json] [--out FILE]
+    asarg generate cxr.png study.dcm [--model DIR_OR_HUB_ID] [--ground [--top 5]] [--format json] [--output FILE]
 
 `generate_reports` is the batched function behind it (also used by the reproduction pipeline). Without `--model` the
 model shipped inside the package is used (`asarg.processing.models.resolve_model`). Images are read with
@@ -8,9 +8,9 @@ model shipped inside the package is used (`asarg.processing.models.resolve_model
 reported by name and the others still run (the exit status is 1 then; 2 when there is no model to run). Each film is
 checked first (`asarg.processing.input_check`): one that is not a frontal chest radiograph (a photo, CT, a lateral or
 non-chest DICOM, a blank film) is refused with the reason, like an unreadable file, unless `--force`; a film unlike
-the model's training films gets a caution on stderr. `--json` writes JSON Lines: `{"image": path, "report": text,
+the model's training films gets a caution on stderr. `--format json` writes JSON Lines: `{"image": path, "report": text,
 "input_check": verdict}`. `--ground` adds, per sentence, its CheXpert labels and the
-anatomy it was traced to, with scores and pixel boxes (`asarg.evaluation.grounding.ground_report`; with `--json` the
+anatomy it was traced to, with scores and pixel boxes (`asarg.evaluation.grounding.ground_report`; with `--format json` the
 line is that dict plus "image"). A progress bar goes to stderr when it is a terminal, or with `--progress`.
 """
 
@@ -26,6 +26,7 @@ from asarg.processing.image_io import dicom_header
 from asarg.processing.inference import generate_reports, load_for_generation
 from asarg.processing.input_check import check_input, summary
 from asarg.processing.loaders.common import DEFAULT_PROMPT
+from asarg.processing.outputs import add_format_option, add_output_file_option
 
 
 def _read_image(path: str):
@@ -47,9 +48,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--ground", action="store_true", help="per sentence: CheXpert labels and traced anatomy with boxes")
     p.add_argument("--top", type=int, default=5, help="structures shown per sentence with --ground")
-    p.add_argument("--json", action="store_true", help="write JSON Lines, one object per image")
-    p.add_argument("--out", help="write here instead of standard output (a new file; see --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_format_option(p)
+    p.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)  # older name
+    add_output_file_option(p, "write here instead of standard output (a new file; see --overwrite)", ("--out",))
     p.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -106,7 +107,7 @@ def _run_batch(model, processor, paths: list[str], args) -> tuple[list[str], lis
         return chunks, errors, cautions
     reports = generate_reports(model, processor, images, args.prompt, args.batch_size, args.max_new_tokens)
     results = [{"report": report, "input_check": verdict} for report, verdict in zip(reports, verdicts)]
-    return [_format(path, result, args.json) for path, result in zip(good, results)], errors, cautions
+    return [_format(path, result, args.format == "json") for path, result in zip(good, results)], errors, cautions
 
 
 def _ground_each(model, processor, paths: list[str], images: list, args, errors: list[str], verdicts: list[dict]):
@@ -123,7 +124,7 @@ def _ground_each(model, processor, paths: list[str], images: list, args, errors:
         except ValueError as error:  # the report is still written, ungrounded
             errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
             result = {"report": generate_reports(model, processor, [image], args.prompt, 1, args.max_new_tokens)[0]}
-        chunks.append(_format(path, {**result, "input_check": verdict}, args.json))
+        chunks.append(_format(path, {**result, "input_check": verdict}, args.format == "json"))
     return chunks, errors
 
 
@@ -157,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         print(f"asarg generate: no such file: {shown}", file=sys.stderr)
         return 2
-    if args.out is not None:  # before the model loads: a bad path must cost nothing, and never an input
+    if args.output is not None:  # before the model loads: a bad path must cost nothing, and never an input
         from asarg.processing.outputs import OutputError, check_output_file
 
         try:
-            args.out = check_output_file(args.out, args.images, overwrite=args.overwrite, what="--out")
+            args.output = check_output_file(args.output, args.images, overwrite=args.overwrite, what="--output")
         except OutputError as error:
             print(f"asarg generate: {error}", file=sys.stderr)
             return 2
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     show = args.progress or sys.stderr.isatty()
     failed = 0
     bar = tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=not show)
-    with _output(args.out) as out, bar:
+    with _output(args.output) as out, bar:
         for start in range(0, len(args.images), args.batch_size):
             paths = args.images[start : start + args.batch_size]
             chunks, errors, cautions = _run_batch(model, processor, paths, args)

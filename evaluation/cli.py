@@ -109,9 +109,9 @@ def pair_by_id(texts: list[str], ids: list[str] | None, wanted: list[str] | None
 def check_outputs(args) -> None:
     """Fail before any work when an output could not be written or would overwrite an input (see module doc)."""
     inputs = {p.resolve() for p in (args.predictions, args.references, args.baseline) if p is not None}
-    outputs = [(flag, p) for flag, p in (("--chart", args.chart), ("--json", args.json)) if p is not None]
-    if len(outputs) == 2 and args.chart.resolve() == args.json.resolve():
-        raise ValueError("--chart and --json are the same file; give two paths.")
+    outputs = [(flag, p) for flag, p in (("--chart", args.chart), ("--output", args.output)) if p is not None]
+    if len(outputs) == 2 and args.chart.resolve() == args.output.resolve():
+        raise ValueError("--chart and --output are the same file; give two paths.")
     for flag, path in outputs:
         parent = path.resolve().parent
         if path.is_dir():
@@ -175,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chart", type=Path, help="write a per-label F1 bar chart here (.png/.pdf/.svg; folder must exist)"
     )
-    p.add_argument("--json", type=Path, help="also write all scores to this JSON file (its folder must exist)")
+    p.add_argument("--output", type=Path, help="also write all scores to this JSON file (its folder must exist)")
+    p.add_argument("--json", dest="output", type=Path, help=argparse.SUPPRESS)  # the older name of --output
     p.add_argument("--nlg", action="store_true", help="also compute BLEU-1..4, METEOR, ROUGE-L, CIDEr")
     p.add_argument("--baseline", type=Path, help="reports of a second system: paired bootstrap CI + permutation test")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap / permutation resamples (default 1000)")
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.chart:
             print(f"\nper-label F1 chart -> {plot_per_label_f1(result, args.chart)}")
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        if args.output:
+            args.output.write_text(json.dumps(result, indent=2), encoding="utf-8")
     except OSError as err:  # checked up front; what is left is the disk filling up or the folder vanishing
         print(
             f"asarg evaluate: could not write {err.filename or 'the output'}: {err.strerror or err}", file=sys.stderr

@@ -16,6 +16,7 @@ succeeded, so a crash leaves the old output (or nothing) and never a half-writte
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -180,6 +181,22 @@ def staged_file(out: Path, mode: str = "w", encoding: str | None = "utf-8", newl
         Path(tmp).unlink(missing_ok=True)
 
 
+def add_output_file_option(parser, help: str, aliases: tuple[str, ...] = ()) -> None:
+    """`--output FILE` (one meaning in every command: the file a command writes) and `--overwrite`; `aliases` are
+    the command's older spellings, still accepted and not shown in `--help`."""
+    parser.add_argument("--output", help=help)
+    for alias in aliases:
+        parser.add_argument(alias, dest="output", help=argparse.SUPPRESS)
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def add_format_option(parser, default: str = "text") -> None:
+    """`--format json|text` (one meaning in every command: how results are written)."""
+    parser.add_argument(
+        "--format", choices=("json", "text"), default=default, help="json or text (default %(default)s)"
+    )
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -189,6 +206,8 @@ def _umask() -> int:
 __all__ = [
     "MARKER",
     "OutputError",
+    "add_format_option",
+    "add_output_file_option",
     "check_output_dir",
     "claim_run_dir",
     "check_output_file",
