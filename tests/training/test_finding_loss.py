@@ -90,20 +90,9 @@ def test_finding_labels_come_from_the_labeler_and_balancing_draws_rare_findings_
 def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft):
     from test_training_recipe import run_main
 
-    out = tmp_path / "out"
-    trainer = run_main(
-        sft,
-        "--dataset_name",
-        str(synthcxr),
-        "--output_dir",
-        str(out),
-        "--finding_loss_weight",
-        "1.0",
-        "--finding_balance",
-        "0.5",
-        "--max_steps",
-        "2",
-    )
+    data_and_out = ["--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "out")]
+    findings = ["--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--max_steps", "2"]
+    trainer = run_main(sft, *data_and_out, *findings)
     head = trainer.model.finding_head
     assert head is not None and trainer.model.config.finding_loss_weight == 1.0
     assert head.bias.abs().max() > 0.5  # started from the prevalences' log-odds, not from zero
