@@ -39,9 +39,17 @@ CANDIDATES = (
     Candidate("R1", "+ auxiliary finding loss (weight 1.0)", ("--finding_loss_weight", "1.0")),
     Candidate("R2", "+ finding-balanced sampling (alpha 0.5)", ("--finding_balance", "0.5")),
     Candidate("R3", "+ vision tower trained", ("--freeze_vision_tower", "false")),
-    # After R1 (the finding loss never left ln 2 from LLaVA's init): the head starts from the training prevalences
-    # (`init_finding_head`) and its loss weighs 10, so that its gradient reaches the projector.
-    Candidate("R1b", "+ finding loss (weight 10, head from the prevalences)", ("--finding_loss_weight", "10.0")),
+    # After R1 (the finding loss never left ln 2 from LLaVA's init): the head started from the training prevalences
+    # with zero weights and its loss weighed 10 (R1b; zero weights pass the projector no gradient: measured null).
+    # `init_finding_head` now draws the weights at std hidden ** -0.5: R1c is the next candidate to screen.
+    Candidate(
+        "R1b", "+ finding loss (weight 10, head from the prevalences, zero weights)", ("--finding_loss_weight", "10.0")
+    ),
+    Candidate(
+        "R1c",
+        "+ finding loss (weight 10, head from the prevalences, std hidden^-0.5)",
+        ("--finding_loss_weight", "10.0"),
+    ),
 )
 
 
