@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         print("asarg sft: give a recipe with --config RECIPE.yaml (see training/recipes/)", file=sys.stderr)
         return 2
     try:
-        parsed = make_parser().parse_args_and_config(args=argv)
+        parser = make_parser()
+        parser.prog = "asarg sft"
+        parsed = parser.parse_args_and_config(args=argv)
         trainer = run_recipe(*parsed)
     except (ValueError, FileNotFoundError) as error:  # an unknown key, a bad value, a missing dataset
         print(f"asarg sft: {error}", file=sys.stderr)
