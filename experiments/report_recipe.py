@@ -34,22 +34,19 @@ class Candidate:
     overrides: tuple[str, ...] = ()
 
 
+VOID = "void: the finding loss had no gradient (TRL's fused LM head bypassed it; fixed in session 6)"
+
 CANDIDATES = (
     Candidate("R0", "control: the small-synth recipe on 12,800 studies"),
-    Candidate("R1", "+ auxiliary finding loss (weight 1.0)", ("--finding_loss_weight", "1.0")),
+    # R1 and R1b ran with a finding loss that never reached the model: TRL's fused LM head calls the backbone directly,
+    # and the loss was read from a second forward TRL runs without gradients. Kept in the table, marked void.
+    Candidate("R1", f"{VOID}; finding loss weight 1.0", ("--finding_loss_weight", "1.0")),
     Candidate("R2", "+ finding-balanced sampling (alpha 0.5)", ("--finding_balance", "0.5")),
     Candidate("R3", "+ vision tower trained", ("--freeze_vision_tower", "false")),
-    # After R1 (the finding loss never left ln 2 from LLaVA's init): the head started from the training prevalences
-    # with zero weights and its loss weighed 10 (R1b; zero weights pass the projector no gradient: measured null).
-    # `init_finding_head` now draws the weights at std hidden ** -0.5: R1c is the next candidate to screen.
-    Candidate(
-        "R1b", "+ finding loss (weight 10, head from the prevalences, zero weights)", ("--finding_loss_weight", "10.0")
-    ),
-    Candidate(
-        "R1c",
-        "+ finding loss (weight 10, head from the prevalences, std hidden^-0.5)",
-        ("--finding_loss_weight", "10.0"),
-    ),
+    Candidate("R1b", f"{VOID}; weight 10, zero-weight head", ("--finding_loss_weight", "10.0")),
+    # After the fix: the head starts from the training prevalences (bias) with weights of std hidden ** -0.5.
+    Candidate("R1c", "+ finding loss (weight 10)", ("--finding_loss_weight", "10.0")),
+    Candidate("R1d", "+ finding loss (weight 1.0)", ("--finding_loss_weight", "1.0")),
 )
 
 

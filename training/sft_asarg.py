@@ -145,20 +145,36 @@ class FindingLabelCollator:
 
 
 class AsargSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer plus the model's auxiliary finding loss. TRL computes the language-model loss itself from the
-    model's outputs, not from `outputs.loss`, so `finding_loss_weight * finding_loss` is added here (divided over
-    gradient-accumulation steps, as TRL does with a router's auxiliary loss)."""
+    """TRL's SFTTrainer plus the model's auxiliary finding loss.
+
+    TRL scores the language model with its fused LM head: it calls the backbone (`AsargModel`) directly and returns
+    only per-token outputs, so `AsargForConditionalGeneration.forward` -- where the finding loss lives for plain
+    `transformers` use -- never runs in the step, and `return_outputs=True` would only add a second forward without
+    gradients. Here the backbone's own output (`image_outputs`, the projected image tokens of the step's forward) is
+    kept with a forward hook and the finding loss computed from it, so it reaches the head and the projector.
+    `finding_loss_weight * finding_loss` is divided over gradient-accumulation steps, as TRL does with a router's
+    auxiliary loss."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        finding_loss = outputs.get("finding_loss")
-        if finding_loss is not None:
-            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-            loss = loss + self.model.config.finding_loss_weight * finding_loss / steps
-            mode = "train" if self.model.training else "eval"
-            logged = self.accelerator.gather_for_metrics(finding_loss.detach()).mean().item()
-            self._metrics[mode]["finding_loss"].append(logged)  # logged beside TRL's entropy and token accuracy
-        return (loss, outputs) if return_outputs else loss
+        finding_labels = inputs.pop("finding_labels", None)
+        if finding_labels is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        asarg = self.accelerator.unwrap_model(model)
+        asarg = asarg.get_base_model() if hasattr(asarg, "get_base_model") else asarg  # under PEFT
+        images = []
+        hook = asarg.model.register_forward_hook(lambda module, args, output: images.append(output.image_outputs))
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            hook.remove()
+        loss = result[0] if return_outputs else result
+        _, finding_loss = asarg.finding_loss(images[0], finding_labels)  # [0]: the forward with gradients
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        loss = loss + asarg.config.finding_loss_weight * finding_loss / steps
+        mode = "train" if self.model.training else "eval"
+        logged = self.accelerator.gather_for_metrics(finding_loss.detach()).mean().item()
+        self._metrics[mode]["finding_loss"].append(logged)  # logged beside TRL's entropy and token accuracy
+        return (loss, result[1]) if return_outputs else loss
 
 
 def resume_target(value: str | None, output_dir: str, save_only_model: bool = False) -> str | None:

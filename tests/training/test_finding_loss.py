@@ -87,14 +87,54 @@ def test_finding_labels_come_from_the_labeler_and_balancing_draws_rare_findings_
     assert len(balanced) == 100 and share > 0.3  # 5% before; inverse frequency makes it about half
 
 
-def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft):
+def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft, monkeypatch):
+    """Through TRL's step, not only the model's forward: TRL's fused LM head calls the backbone directly, so a finding
+    loss read from the trainer's outputs once had no gradient and the head never moved (measured in issue 20)."""
+    import asarg.training.sft_asarg as recipe
     from test_training_recipe import run_main
 
+    started = {}
+
+    def init_and_keep(model, ds):
+        init_finding_head(model, ds)
+        started["weight"] = model.finding_head.weight.detach().clone()
+        started["projector"] = model.model.multi_modal_projector.linear_1.weight.detach().clone()
+
+    init_finding_head = recipe.init_finding_head
+    monkeypatch.setattr(recipe, "init_finding_head", init_and_keep)
     data_and_out = ["--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "out")]
-    findings = ["--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--max_steps", "2"]
+    findings = ["--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--max_steps", "3"]
     trainer = run_main(sft, *data_and_out, *findings)
     head = trainer.model.finding_head
     assert head is not None and trainer.model.config.finding_loss_weight == 1.0
     assert head.bias.abs().max() > 0.5  # started from the prevalences' log-odds, not from zero
+    assert not torch.equal(head.weight.detach(), started["weight"])  # the loss reached the head ...
     logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
-    assert logged and all(0 < entry["finding_loss"] < 10 for entry in logged)  # the head's loss is in the step
+    assert logged and all(0 < entry["finding_loss"] < 10 for entry in logged)  # ... and is in the step's loss
+
+
+def test_the_finding_loss_moves_the_projector_in_the_trainer(make_asarg, monkeypatch):
+    """One step of AsargSFTTrainer.compute_loss with and without finding labels: the projector's gradient differs
+    by the finding loss's, and the head gets one."""
+    from conftest import prompt_for, xray_like
+    from trl import SFTConfig
+
+    from asarg.training.sft_asarg import AsargSFTTrainer
+
+    model, processor = make_asarg(finding_loss_weight=1.0)
+    with torch.no_grad():
+        model.finding_head.weight.normal_(0, 0.1)
+    batch = processor(images=[xray_like(), xray_like(seed=1)], text=[prompt_for(processor)] * 2, return_tensors="pt")
+    batch["labels"] = batch["input_ids"].clone()
+    ds = _dataset(["x", "y"])
+    args = SFTConfig(output_dir="unused", use_cpu=True, report_to="none", max_length=None)
+    trainer = AsargSFTTrainer(model=model, args=args, processing_class=processor, train_dataset=ds)
+    model.train()
+    grads = []
+    for labels in (None, torch.ones(2, 14)):
+        model.zero_grad()
+        inputs = dict(batch) | ({"finding_labels": labels} if labels is not None else {})
+        trainer.compute_loss(model, inputs).backward()
+        grads.append(model.model.multi_modal_projector.linear_1.weight.grad.clone())
+    assert model.finding_head.weight.grad is not None and model.finding_head.weight.grad.abs().sum() > 0
+    assert not torch.allclose(grads[0], grads[1])
