@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
-
+from .compat import DataCollatorForVisionLanguageModeling
 from .seg_cache import KEY_COLUMN
 
 SEG_COLUMNS = ("seg_maps", "seg_features")

@@ -9,6 +9,7 @@ import os
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from asarg.processing.checkpoints import check_code
+from asarg.processing.compat import lora_target_matches
 from asarg.processing.checkpoints import load_model as load_checked_model
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor, cxas_seg_config, default_segmenter_config
 
@@ -105,10 +106,8 @@ def strip_segmenter(model, processor) -> None:
 
 def check_lora_targets(peft_config, model) -> None:
     """LoRA must land on language-model modules only, never on the vision tower's or the segmenter's layers."""
-    from peft.tuners.tuners_utils import check_target_module_exists
-
     if peft_config.target_modules is None:
         raise ValueError("use_peft needs lora_target_modules (the recipes give a regex over the language model)")
-    hits = [name for name, _ in model.named_modules() if check_target_module_exists(peft_config, name)]
+    hits = [name for name, _ in model.named_modules() if lora_target_matches(peft_config, name)]
     if not hits or any("language_model" not in name for name in hits):
         raise ValueError(f"lora_target_modules must match language-model modules only; it matches {hits[:5]}")

@@ -15,7 +15,7 @@ import copy
 import difflib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -330,7 +330,8 @@ class RecipeParser(TrlParser):
     __post_init__ error (bf16 on a CPU, ...) can hide the typo."""
 
     def known_keys(self) -> list[str]:
-        return sorted({a.dest for a in self._actions if a.option_strings and a.dest != "help"})
+        """Every recipe key: the init fields of the parser's dataclasses (HfArgumentParser's `dataclass_types`)."""
+        return sorted({f.name for kind in self.dataclass_types for f in fields(kind) if f.init})
 
     def unknown_keys_error(self, keys: list[str], where: str) -> ValueError:
         known = self.known_keys()
