@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from .compat import DataCollatorForVisionLanguageModeling
 from .seg_cache import KEY_COLUMN
 

@@ -11,7 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("modeling_asarg", "processing", "training", "evaluation", "experiments", "asarg", "spaces_demo")
-INTERNAL = re.compile(r"\bfrom (trl\.trainer|peft\.tuners|transformers\.configuration_utils)[\w.]* import|\._actions\b")
+INTERNAL = re.compile(
+    r"\bfrom (trl\.trainer|peft\.tuners|transformers\.configuration_utils)[\w.]* import|\._actions\b"
+)
 ALLOWED = {"processing/compat.py", "modeling_asarg/configuration_asarg.py"}
 
 

@@ -9,8 +9,8 @@ import os
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from asarg.processing.checkpoints import check_code
-from asarg.processing.compat import lora_target_matches
 from asarg.processing.checkpoints import load_model as load_checked_model
+from asarg.processing.compat import lora_target_matches
 from modeling_asarg import AsargForConditionalGeneration, AsargProcessor, cxas_seg_config, default_segmenter_config
 
 logger = logging.getLogger("asarg.sft")

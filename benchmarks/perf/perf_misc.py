@@ -67,7 +67,7 @@ def seg_cache_bytes() -> dict:
 
 
 def tracing_time(rounds: int) -> dict:
-    from asarg.evaluation.grounding import _chat_text, trace_report
+    from asarg.evaluation.tracing import _chat_text, trace_report
 
     model, processor = small_synth_model()
     model.eval()

@@ -1,4 +1,5 @@
-"""Tracing report sentences to anatomy by map ablation (evaluation/grounding.py): tiny models, CPU, offline."""
+"""Tracing report sentences to anatomy by map ablation (evaluation/tracing.py, grounded_report.py, grounding_score.py):
+tiny models, CPU, offline."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from asarg.evaluation.grounded_report import _mask_box, _resize_maps
 from asarg.evaluation.grounding import (
     SentenceTrace,
     StructureDrop,
-    _chance,
-    _chat_text,
-    _mask_box,
-    _report_token_positions,
-    _resize_maps,
     generate_without,
     ground_report,
     match_findings,
@@ -29,6 +26,8 @@ from asarg.evaluation.grounding import (
     trace_report,
     trace_to_json,
 )
+from asarg.evaluation.grounding_score import _chance
+from asarg.evaluation.tracing import _chat_text, _report_token_positions
 from asarg.processing.inference import generate_reports
 from tests.conftest import xray_like
 

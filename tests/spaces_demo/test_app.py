@@ -284,6 +284,7 @@ def test_build_space_writes_the_app_files_and_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
         "asarg/evaluation/grounding.py",
+        "asarg/evaluation/tracing.py",
         "asarg/processing/image_io.py",
         "modeling_asarg/modeling_asarg.py",
     } <= names

@@ -90,8 +90,9 @@ def test_finding_labels_come_from_the_labeler_and_balancing_draws_rare_findings_
 def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft, monkeypatch):
     """Through TRL's step, not only the model's forward: TRL's fused LM head calls the backbone directly, so a finding
     loss read from the trainer's outputs once had no gradient and the head never moved (measured in issue 20)."""
-    import asarg.training.sft_asarg as recipe
     from test_training_recipe import run_main
+
+    import asarg.training.sft_asarg as recipe
 
     started = {}
 
