@@ -86,6 +86,14 @@ def finding_fields(args) -> dict:
     return {} if args.finding_loss_weight is None else {"finding_loss_weight": args.finding_loss_weight}
 
 
+def has_finding_head(source: str) -> bool:
+    """Whether the checkpoint at `source` was saved with a finding head (its config's `finding_loss_weight` > 0): a
+    recipe that restates the weight then keeps the trained head instead of starting a new one."""
+    if source == "tiny" or not source:
+        return False
+    return getattr(AutoConfig.from_pretrained(source), "finding_loss_weight", 0) > 0
+
+
 def check_arm(args, config) -> None:
     """An ASaRG checkpoint's arm is fixed by its projector's width: a recipe may only restate it."""
     for name in ARM_SWITCHES:

@@ -29,7 +29,13 @@ from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
 from asarg.processing.outputs import OutputError, check_output_dir, read_marker, write_marker
 from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
-from asarg.training.model_setup import SEGMENTERS, check_lora_targets, load_model, strip_segmenter
+from asarg.training.model_setup import (
+    SEGMENTERS,
+    check_lora_targets,
+    has_finding_head,
+    load_model,
+    strip_segmenter,
+)
 from modeling_asarg import AsargConfig
 
 
@@ -295,7 +301,8 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
     findings = model.config.finding_loss_weight > 0
     if findings or script_args.finding_balance:
         train = with_finding_labels(train)
-        if findings and model_args.finding_loss_weight is not None and resume is None:  # the head is new here
+        new_head = model_args.finding_loss_weight is not None and not has_finding_head(model_args.model_name_or_path)
+        if findings and new_head and resume is None:
             init_finding_head(model, train)
         train = balance_by_findings(train, script_args.finding_balance, training_args.seed)
         evals = with_finding_labels(evals) if evals is not None else None

@@ -139,3 +139,26 @@ def test_the_finding_loss_moves_the_projector_in_the_trainer(make_asarg, monkeyp
         grads.append(model.model.multi_modal_projector.linear_1.weight.grad.clone())
     assert model.finding_head.weight.grad is not None and model.finding_head.weight.grad.abs().sum() > 0
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_a_recipe_restating_the_weight_keeps_the_trained_head(synthcxr, tmp_path, sft):
+    """Stage 2 of a two-stage recipe restates `finding_loss_weight`: the head trained in stage 1 goes on from its
+    weights, it is not drawn again from the prevalences."""
+    from safetensors.torch import load_file
+    from test_training_recipe import run_main
+
+    first = tmp_path / "first"
+    data = ["--dataset_name", str(synthcxr), "--max_steps", "2", "--finding_loss_weight", "1.0"]
+    run_main(sft, *data, "--output_dir", str(first))
+    trained = load_file(first / "model.safetensors")["finding_head.weight"]
+    second = run_main(
+        sft,
+        *data,
+        "--output_dir",
+        str(tmp_path / "second"),
+        "--model_name_or_path",
+        str(first),
+        "--learning_rate",
+        "1e-12",
+    )
+    assert torch.allclose(second.model.finding_head.weight.detach(), trained, atol=1e-6)
