@@ -85,7 +85,7 @@ def _convert(args) -> int:
             else:
                 print(f"note: {args.llava or args.asarg} has no processor; save an AsargProcessor next to the model")
         write_checksums(staging)
-    print(f"wrote {out / SEGMENTER_WEIGHTS} ({config['num_classes']} classes, features {args.feature_level})")
+    print(f"wrote {out / SEGMENTER_WEIGHTS} ({config.num_classes} classes, features {args.feature_level})")
     if model is not None:
         print(f"wrote an ASaRG checkpoint to {out}")
     return 0

@@ -44,6 +44,9 @@ class DefaultModelSettings:
     steps: int = 2000
     seg_map_dropout: float = 0.15
     seed: int = 0
+    # Recipe changes on top of the small-synth recipe, in both stages: issue 20's screening
+    # (docs/results/report_recipe/) chooses them on validation studies of another seed.
+    recipe: tuple[str, ...] = ()
     # Stage 2 (refine): from stage 1, on a fresh set, everything but the specialist trained at a lower rate — the
     # frozen tower caps what the report model can see (it never learned devices, pneumothorax, atelectasis).
     refine_data: tuple[int, int] = (8000, 505)
@@ -155,9 +158,10 @@ def _train_stages(out: Path, folders: dict, settings, default: DefaultModelSetti
     init = _init_with_map_dropout(out / "init" / "features+maps", out / "init" / "default", default.seg_map_dropout)
     stage1, final = out / "default" / "run", out / "default" / "refine"
     if not (stage1 / "model.safetensors").is_file():
-        train_run(stage1, init, folders["default"], default.data[0], default.seed, replace_steps(settings, default))
+        steps = replace_steps(settings, default)
+        train_run(stage1, init, folders["default"], default.data[0], default.seed, steps, default.recipe)
     if not (final / "model.safetensors").is_file():
-        refine = [f"--learning_rate={default.refine_learning_rate}", "--freeze_vision_tower=false"]
+        refine = [*default.recipe, f"--learning_rate={default.refine_learning_rate}", "--freeze_vision_tower=false"]
         steps = replace(settings, steps=default.refine_steps)
         train_run(final, stage1, folders["refine"], default.refine_data[0], default.seed, steps, refine)
     return final

@@ -48,9 +48,11 @@ class AsargSegmenterConfig(PreTrainedConfig):
             Per-channel mean that `seg_pixel_values` are normalised with.
         image_std (`list[float]`, *optional*, defaults to ImageNet's standard deviation):
             Per-channel standard deviation that `seg_pixel_values` are normalised with.
+        source (`dict`, *optional*):
+            Where converted weights came from (`{"file": ..., "sha256": ...}`, set by `convert_cxas_weights`).
 
-    The settings also read like a dict (`segmenter_config["image_size"]`, `segmenter_config.get("class_names")`), and
-    `to_settings()` returns the plain dict that `default_segmenter_config()` and `cxas_segmenter_config()` build.
+    `default_segmenter_config()` and `cxas_segmenter_config()` build the two usual ones; `to_settings()` gives the
+    fields that are set as a plain dict.
     """
 
     model_type = "asarg_segmenter"
@@ -65,6 +67,7 @@ class AsargSegmenterConfig(PreTrainedConfig):
     image_size: int = 512
     image_mean: list[float] | tuple[float, ...] = IMAGENET_MEAN
     image_std: list[float] | tuple[float, ...] = IMAGENET_STD
+    source: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -124,18 +127,6 @@ class AsargSegmenterConfig(PreTrainedConfig):
         if self.feature_channels is None:
             self.feature_channels = UNET_FEATURE_CHANNELS
 
-    def __getitem__(self, key: str) -> Any:
-        if key.startswith("_") or key not in self.__dict__:
-            raise KeyError(key)
-        return self.__dict__[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """`self[key]`, or `default` when there is no such setting."""
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     def to_settings(self) -> dict[str, Any]:
         """The segmenter's own settings (the fields above that are set) as a plain, JSON-ready dict."""
         inherited = {field.name for field in dataclasses.fields(PreTrainedConfig)}
@@ -148,25 +139,25 @@ def default_segmenter_config(
     feature_channels: int = UNET_FEATURE_CHANNELS,
     widths: tuple[int, ...] = UNET_WIDTHS,
     image_size: int = 512,
-) -> dict[str, Any]:
-    """Settings of the built-in pure-torch U-Net segmenter (`AsargUNetSegmenter`), ImageNet-normalised input as CXAS."""
+) -> AsargSegmenterConfig:
+    """The built-in pure-torch U-Net segmenter (`AsargUNetSegmenter`), ImageNet-normalised input as CXAS."""
     return AsargSegmenterConfig(
         architecture="unet",
         num_classes=num_classes,
         widths=list(widths),
         feature_channels=feature_channels,
         image_size=image_size,
-    ).to_settings()
+    )
 
 
-def cxas_segmenter_config(feature_level: str = "feats", class_names: list[str] | None = None) -> dict[str, Any]:
-    """Settings of the CXAS-compatible segmenter (`AsargCxasUNetSegmenter`): ResNet-50 U-Net, 512x512 ImageNet-normalised
+def cxas_segmenter_config(feature_level: str = "feats", class_names: list[str] | None = None) -> AsargSegmenterConfig:
+    """The CXAS-compatible segmenter (`AsargCxasUNetSegmenter`): ResNet-50 U-Net, 512x512 ImageNet-normalised
     input, one logit map per class. `feature_level` picks the intermediate map the projector reads (see
     `CXAS_FEATURE_LEVELS`); `class_names` name the segmenter's output channels (CXAS's 159 by default)."""
     names = list(CXAS_CLASS_NAMES if class_names is None else class_names)
     return AsargSegmenterConfig(
         architecture=CXAS_ARCHITECTURE, class_names=names, feature_level=feature_level, image_size=512
-    ).to_settings()
+    )
 
 
 def _class_index(name_or_index: str | int, names: list[str] | tuple[str, ...]) -> int:
@@ -204,7 +195,7 @@ def cxas_seg_config(
         raise ValueError("Give either `classes` (a subset) or `groups` (merged maps), not both.")
     segmenter = cxas_segmenter_config(feature_level)
     kwargs: dict[str, Any] = {
-        "seg_feature_channels": segmenter["feature_channels"],
+        "seg_feature_channels": segmenter.feature_channels,
         "segmenter_config": segmenter if builtin_segmenter else None,
         "seg_group_reduction": group_reduction,
     }

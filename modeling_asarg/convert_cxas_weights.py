@@ -30,7 +30,13 @@ from pathlib import Path
 
 import torch
 
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, build_segmenter, cxas_segmenter_config
+from modeling_asarg import (
+    AsargConfig,
+    AsargForConditionalGeneration,
+    AsargSegmenterConfig,
+    build_segmenter,
+    cxas_segmenter_config,
+)
 
 SEGMENTER_WEIGHTS = "segmenter.safetensors"
 SEGMENTER_CONFIG = "segmenter_config.json"
@@ -132,7 +138,7 @@ def infer_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 def convert_checkpoint(
     path: str | os.PathLike, feature_level: str = "feats", class_names: list[str] | None = None
-) -> tuple[dict, dict[str, torch.Tensor]]:
+) -> tuple[AsargSegmenterConfig, dict[str, torch.Tensor]]:
     """Read a CXAS / torchxrayvision `.pth` file -> (`segmenter_config`, converted state dict)."""
     state_dict = load_checkpoint(path)
     num_classes = infer_num_classes(state_dict)
@@ -141,21 +147,21 @@ def convert_checkpoint(
             f"The checkpoint predicts {num_classes} classes, not CXAS's 159: give their names with --class-names."
         )
     config = cxas_segmenter_config(feature_level, class_names)
-    if config["num_classes"] != num_classes:
-        raise ValueError(f"{len(config['class_names'])} class names given for a {num_classes}-class checkpoint.")
+    if config.num_classes != num_classes:
+        raise ValueError(f"{len(config.class_names)} class names given for a {num_classes}-class checkpoint.")
     with torch.device("meta"):  # only the names and shapes are needed to check the mapping
         template = build_segmenter(config)
     converted = convert_state_dict(state_dict, template)
-    config["source"] = {"file": Path(path).name, "sha256": _file_sha256(path)}
+    config.source = {"file": Path(path).name, "sha256": _file_sha256(path)}
     return config, converted
 
 
 def load_converted_segmenter(directory: str | os.PathLike) -> torch.nn.Module:
-    """The segmenter written by `save_segmenter` (strict load), in eval mode."""
+    """The segmenter written by `save_segmenter` (strict load), in eval mode, its `AsargSegmenterConfig` as `.config`."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config = json.loads((directory / SEGMENTER_CONFIG).read_text())
+    config = AsargSegmenterConfig(**json.loads((directory / SEGMENTER_CONFIG).read_text()))
     segmenter = build_segmenter(config)
     segmenter.load_state_dict(load_file(directory / SEGMENTER_WEIGHTS), strict=True)
     segmenter.config = config
@@ -165,15 +171,17 @@ def load_converted_segmenter(directory: str | os.PathLike) -> torch.nn.Module:
 # ---- writing ---------------------------------------------------------------------------------------------------------
 
 
-def save_segmenter(directory: str | os.PathLike, config: dict, state_dict: dict[str, torch.Tensor]) -> None:
+def save_segmenter(
+    directory: str | os.PathLike, config: AsargSegmenterConfig, state_dict: dict[str, torch.Tensor]
+) -> None:
     from safetensors.torch import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", "architecture": config["architecture"], "num_classes": str(config["num_classes"])}
+    metadata = {"format": "pt", "architecture": config.architecture, "num_classes": str(config.num_classes)}
     files = {
         SEGMENTER_WEIGHTS: save(state_dict, metadata=metadata),
-        SEGMENTER_CONFIG: json.dumps(config, indent=2).encode(),
+        SEGMENTER_CONFIG: json.dumps(config.to_settings(), indent=2).encode(),
     }
     # Each file appears complete or not at all: written in a scratch folder beside it, then renamed into place.
     with tempfile.TemporaryDirectory(dir=directory, prefix=".convert-") as scratch:
@@ -194,7 +202,7 @@ def _file_sha256(path) -> str:
 
 
 def build_asarg_with_segmenter(
-    segmenter_config: dict,
+    segmenter_config: AsargSegmenterConfig,
     state_dict: dict[str, torch.Tensor],
     llava: str | None = None,
     asarg: str | None = None,

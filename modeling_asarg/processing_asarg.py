@@ -183,7 +183,7 @@ class AsargProcessor(LlavaProcessor):
     def from_llava_processor(cls, processor, config, **kwargs) -> "AsargProcessor":
         """The processor for an ASaRG model `config`, reusing a LLaVA(-style) processor's image processor, tokenizer and
         chat template; the segmentation settings come from the config (no seg pixels when it has no segmenter)."""
-        segmenter = getattr(config, "segmenter_config", None) or {}
+        segmenter = getattr(config, "segmenter_config", None)
         settings = {
             "image_processor": processor.image_processor,
             "tokenizer": processor.tokenizer,
@@ -192,9 +192,9 @@ class AsargProcessor(LlavaProcessor):
             # CLIP-style towers add a CLS token; LLaVA processors carry the right value themselves.
             "num_additional_image_tokens": getattr(processor, "num_additional_image_tokens", 1),
             "chat_template": getattr(processor, "chat_template", None),
-            "seg_image_size": segmenter.get("image_size"),
-            "seg_image_mean": segmenter.get("image_mean", IMAGENET_MEAN),
-            "seg_image_std": segmenter.get("image_std", IMAGENET_STD),
+            "seg_image_size": getattr(segmenter, "image_size", None),
+            "seg_image_mean": getattr(segmenter, "image_mean", None) or IMAGENET_MEAN,
+            "seg_image_std": getattr(segmenter, "image_std", None) or IMAGENET_STD,
             "num_seg_classes": getattr(config, "num_seg_classes", None),
         }
         return cls(**{**settings, **kwargs})

@@ -99,8 +99,8 @@ def dice_per_class(segmenter, inputs, targets, batch_size: int = 32) -> np.ndarr
     return torch.where(denominator > 0, 2 * overlap / denominator.clamp(min=1), 1.0).numpy()
 
 
-def segmenter_settings(names, size: int, widths, feature_channels: int) -> dict:
-    """The `segmenter_config` of the trained U-Net (validated by `AsargSegmenterConfig`)."""
+def segmenter_settings(names, size: int, widths, feature_channels: int) -> AsargSegmenterConfig:
+    """The `segmenter_config` of the trained U-Net."""
     settings = {
         "architecture": "unet",
         "in_channels": 3,
@@ -112,7 +112,7 @@ def segmenter_settings(names, size: int, widths, feature_channels: int) -> dict:
         "image_mean": list(IMAGENET_MEAN),
         "image_std": list(IMAGENET_STD),
     }
-    return AsargSegmenterConfig(**settings).to_settings()
+    return AsargSegmenterConfig(**settings)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -207,7 +207,7 @@ def _train_epoch(segmenter, optimizer, scheduler, inputs, targets, batch_size: i
 def evaluate_segmenter(out, data, max_studies=None, split: str = "test") -> dict:
     """Per-class Dice of the saved segmenter on a held-out split of `data`."""
     segmenter = load_converted_segmenter(out)
-    size = segmenter.config["image_size"]
+    size = segmenter.config.image_size
     inputs, targets, names = load_split(data, split, size, max_studies)
     dice = dice_per_class(segmenter, inputs, targets)
     return {

@@ -111,7 +111,7 @@ def small_synth_processor(tokenizer, config: AsargConfig, spec: SmallSynthSpec =
         patch_size=spec.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,  # CLIP's CLS token
-        seg_image_size=segmenter["image_size"] if segmenter is not None else None,
+        seg_image_size=segmenter.image_size if segmenter is not None else None,
         num_seg_classes=config.num_seg_classes,
     )
 

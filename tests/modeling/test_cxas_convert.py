@@ -39,8 +39,8 @@ from modeling_asarg.processing_asarg import DEFAULT_CHAT_TEMPLATE
 def test_cxas_config_defaults_to_network_features_and_all_159_classes():
     config = AsargConfig(use_seg_maps=True, use_seg_features=True, **cxas_seg_config())
     seg = config.segmenter_config
-    assert seg["architecture"] == "cxas_unet_resnet50" and seg["image_size"] == 512
-    assert seg["feature_level"] == "feats" and config.seg_feature_channels == 128
+    assert seg.architecture == "cxas_unet_resnet50" and seg.image_size == 512
+    assert seg.feature_level == "feats" and config.seg_feature_channels == 128
     assert config.num_seg_classes == 159 and config.seg_class_names == list(CXAS_CLASS_NAMES)
     assert config.seg_input_width == 128 + 159
 
@@ -49,7 +49,7 @@ def test_class_subset_groups_and_feature_level_are_config_choices(tmp_path):
     subset = AsargConfig(**cxas_seg_config(classes=["lung", "heart", 28], feature_level="feats_3_map"))
     assert subset.seg_class_indices == [134, 121, 28] and subset.num_seg_classes == 3
     assert subset.seg_class_names == ["lung", "heart", "rib_cartilage"]
-    assert subset.seg_feature_channels == 512 and subset.segmenter_config["num_classes"] == 159
+    assert subset.seg_feature_channels == 512 and subset.segmenter_config.num_classes == 159
 
     groups = AsargConfig(**cxas_seg_config(groups="anatomy"))
     assert groups.seg_class_names == list(CXAS_ANATOMY_GROUPS) and groups.num_seg_classes == len(CXAS_ANATOMY_GROUPS)
@@ -65,7 +65,7 @@ def test_config_errors_name_the_problem():
         cxas_seg_config(classes=["lungs"])
     with pytest.raises(ValueError, match="feature_level"):
         cxas_segmenter_config("layer9")
-    bad = {**cxas_segmenter_config(), "feature_channels": 64}
+    bad = {**cxas_segmenter_config().to_settings(), "feature_channels": 64}
     with pytest.raises(ValueError, match="has 128 channels"):
         AsargConfig(seg_feature_channels=64, segmenter_config=bad)
     with pytest.raises(ValueError, match=r"channels \[200\]"):
@@ -81,7 +81,7 @@ def test_model_selects_and_groups_segmenter_maps_at_full_resolution(tokenizer, r
     base = tiny_asarg_config(tokenizer, seg_map_activation="sigmoid")
     groups = {"num_seg_classes": 2, "seg_class_names": ["left", "right"], "seg_class_groups": [[0, 1], [3]]}
     config = AsargConfig.from_llava_config(base, **groups, seg_group_reduction=reduction)
-    assert config.seg_class_names == ["left", "right"] and config.segmenter_config["num_classes"] == 4
+    assert config.seg_class_names == ["left", "right"] and config.segmenter_config.num_classes == 4
     model = AsargForConditionalGeneration(config).eval()
     pixels = torch.randn(2, 3, 32, 32)
     maps = model.model.run_segmenter(pixels)["maps"]
@@ -175,7 +175,7 @@ def test_convert_cli_writes_a_full_asarg_checkpoint(tokenizer, tmp_path):
     with safe_open(str(out / SEGMENTER_WEIGHTS), "pt") as f:
         assert set(f.keys()) == set(source.state_dict())
     model = AsargForConditionalGeneration.from_pretrained(out).eval()
-    assert model.config.segmenter_config["architecture"] == "cxas_unet_resnet50"
+    assert model.config.segmenter_config.architecture == "cxas_unet_resnet50"
     assert model.config.num_seg_classes == 159 and model.config.seg_input_width == 128 + 159
     for name, tensor in source.state_dict().items():
         assert torch.equal(model.model.segmenter.state_dict()[name], tensor), name

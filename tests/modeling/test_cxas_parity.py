@@ -91,7 +91,7 @@ def our_levels(converted, image) -> dict[str, torch.Tensor]:
 
 
 def test_cxas_parity_logits_and_network_features(cxas_reference, converted, our_levels, image):
-    assert converted.config["class_names"][134] == "lung" and converted.feature_level == "feats"
+    assert converted.config.class_names[134] == "lung" and converted.feature_level == "feats"
     expected = _reference_levels(cxas_reference[0], image)
     assert our_levels["feats"].shape == (1, 128, 128, 128)  # the default projector input: CXAS's network features
     diffs = _compare(expected, our_levels, ["logits", "feats", *HEAD_LEVELS, *ENCODER_LEVELS])
@@ -108,7 +108,7 @@ def test_torchxrayvision_parity_from_its_repack_layout(cxas_reference, converted
     assert main([str(tmp_path / "xrv_repack.pth"), "--out", str(out), "--feature-level", "feats_3_map"]) == 0
 
     from_xrv = load_converted_segmenter(out)
-    assert from_xrv.feature_level == "feats_3_map" and from_xrv.config["feature_channels"] == 512
+    assert from_xrv.feature_level == "feats_3_map" and from_xrv.config.feature_channels == 512
     ours = from_xrv.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in converted.state_dict().items()), "conversions disagree"
     # Identical weights, so `our_levels` (computed once, from the cxas conversion) are this segmenter's outputs too.

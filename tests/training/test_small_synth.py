@@ -41,7 +41,7 @@ def test_segmenter_reports_dice_per_class_and_saves_a_loadable_segmenter(synth, 
     assert set(summary["dice"]) == set(names) and summary["split"] == "test" and 0 <= summary["mean_dice"] <= 1
     assert json.loads((out / "dice.json").read_text())["dice"] == summary["dice"]
     segmenter = load_converted_segmenter(out)
-    assert segmenter.config["class_names"] == list(names) and segmenter.config["image_size"] == 32
+    assert segmenter.config.class_names == list(names) and segmenter.config.image_size == 32
 
 
 def test_segmenter_inputs_are_what_the_processor_gives_the_segmenter(trained_segmenter, tokenizer):

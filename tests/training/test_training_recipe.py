@@ -239,5 +239,5 @@ def test_a_llava_checkpoint_grows_into_asarg_with_the_recipes_segmenter(sft, syn
     model = AutoModelForImageTextToText.from_pretrained(out, trust_remote_code=True)
     assert model.config.use_seg_features and not model.config.use_seg_maps
     # The recipe's small U-Net (num_seg_classes 4, seg_feature_channels 8), not the config's CXAS-sized default.
-    assert (model.config.segmenter_config["num_classes"], model.config.segmenter_config["feature_channels"]) == (4, 8)
+    assert (model.config.segmenter_config.num_classes, model.config.segmenter_config.feature_channels) == (4, 8)
     assert model.model.multi_modal_projector.seg_linear.in_features == 8  # the seg columns: C = 8 features
