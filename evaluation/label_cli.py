@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from asarg.processing.outputs import check_output_file, staged_file
+from asarg.processing.outputs import add_output_file_option, check_output_file, staged_file
 from asarg.processing.text_io import read_csv
 
 from .report_labeler.api import LABELERS, label_reports
@@ -34,13 +34,19 @@ def format_value(v: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asarg label", description=__doc__)
-    parser.add_argument("--input", required=True, type=Path, help="CSV file with one report per row")
+    # Inputs are positional in every command; `--input` is this command's older spelling, still accepted.
+    parser.add_argument("csv", nargs="?", type=Path, help="CSV file with one report per row")
+    parser.add_argument("--input", dest="csv_option", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--column", default="findings", help="column holding the report text (default: %(default)s)")
-    parser.add_argument("--output", required=True, type=Path, help="CSV to write: input columns + 14 label columns")
+    add_output_file_option(parser, "CSV to write: input columns + 14 label columns")
     parser.add_argument("--labeler", choices=LABELERS, default="chexpert-rules")
     parser.add_argument("--chexbert-path", help="local chexbert.pth (with --labeler chexbert)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
+    if (args.csv is None) == (args.csv_option is None):
+        parser.error("give the CSV to label once: `asarg label REPORTS.csv --output LABELS.csv`")
+    if args.output is None:
+        parser.error("--output LABELS.csv is required")
+    args.input = args.csv if args.csv is not None else args.csv_option
     try:
         args.output = check_output_file(args.output, [args.input], overwrite=args.overwrite, what="--output")
         header, rows = read_csv_column(args.input, args.column)

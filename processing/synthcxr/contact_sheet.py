@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write
-from ..outputs import OutputError, check_output_file
+from ..outputs import OutputError, add_output_file_option, check_output_file
 from .generator import generate_study
 
 # overlay colours per structure group (RGB); later groups are painted over earlier ones
@@ -99,19 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="asarg contact-sheet",
         description="Write a PNG of SynthCXR films with anatomy/finding overlays, labels and reports.",
     )
-    p.add_argument("--out", default="synthcxr_contact_sheet.png")
+    add_output_file_option(p, "the PNG to write (default %(default)s)", aliases=("--out",))
+    p.set_defaults(output="synthcxr_contact_sheet.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=int, default=0, help="first study index")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--cols", type=int, default=4)
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = p.parse_args(argv)
     try:
-        check_output_file(args.out, overwrite=args.overwrite, what="--out")
+        check_output_file(args.output, overwrite=args.overwrite, what="--output")
     except OutputError as error:
         print(f"asarg contact-sheet: {error}", file=sys.stderr)
         return 2
-    path = save_contact_sheet(args.out, seed=args.seed, start=args.start, n=args.n, size=args.size, cols=args.cols)
+    path = save_contact_sheet(args.output, seed=args.seed, start=args.start, n=args.n, size=args.size, cols=args.cols)
     print(f"wrote {path}")
     return 0

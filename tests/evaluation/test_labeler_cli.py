@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from asarg.cli import main
 from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
 
@@ -133,3 +135,16 @@ def test_evaluate_refuses_files_in_different_orders_and_pairs_by_id_on_request(t
     write_csv(tmp_path / "r.csv", ["id", "report"], [["s1", "Big heart."], ["s3", "Normal."]])
     _fails_before_computing([*argv, "--id-column", "id"], capsys, "ids differ from the predictions' (missing ['s2']")
     _fails_before_computing([*argv, "--id-column", "study"], capsys, "has records without 'study'")
+
+
+def test_label_takes_its_csv_positionally_like_every_command(tmp_path, capsys):
+    src = write_csv(tmp_path / "r.csv", ["findings"], [["Small left pleural effusion."]])
+    assert main(["label", str(src), "--output", str(tmp_path / "a.csv")]) == 0
+    assert main(["label", "--input", str(src), "--output", str(tmp_path / "b.csv")]) == 0  # the older spelling
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    with pytest.raises(SystemExit) as twice:
+        main(["label", str(src), "--input", str(src), "--output", str(tmp_path / "c.csv")])
+    assert twice.value.code == 2 and "give the CSV to label once" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as no_output:
+        main(["label", str(src)])
+    assert no_output.value.code == 2 and "--output" in capsys.readouterr().err

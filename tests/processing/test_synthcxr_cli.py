@@ -26,6 +26,13 @@ def test_contact_sheet_command(tmp_path):
     assert img.size[0] == 2 * 2 * 96 and img.mode == "RGB"
 
 
+def test_contact_sheet_writes_the_file_named_by_output(tmp_path):
+    """`--output FILE` as in every command (`--out` is its older spelling here and still works)."""
+    path = tmp_path / "named.png"
+    assert main(["contact-sheet", "--output", str(path), "--n", "1", "--size", "64", "--cols", "1"]) == 0
+    assert Image.open(path).size == (2 * 64, Image.open(path).size[1])
+
+
 def test_contact_sheet_rows_are_as_tall_as_their_captions(tmp_path):
     """No empty band: each row's caption area ends just below its last line of text."""
     import numpy as np
