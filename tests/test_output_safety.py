@@ -75,6 +75,8 @@ def command_lines(w: dict, out: str) -> dict[str, list[str]]:
         "push": ["push", str(w["checkpoint"]), "org/x", "--dry-run", "--out", out],
         "push-space": ["push-space", "org/x", "--dry-run", "--out", out],
         "push-metric": ["push-metric", "org/x", "--dry-run", "--out", out],
+        # writes nothing locally: a folder (or `..`) where its DICOM files go is refused, before any request
+        "send": ["send", "--dicomweb", "http://127.0.0.1:9/dicom-web", out],
         "sft": [
             "sft",
             "--config",
@@ -135,6 +137,18 @@ def test_generate_out_equal_to_the_input_image_keeps_the_image(world, capsys):
     data = image.read_bytes()
     err = _refused(["generate", str(image), "--model", str(world["checkpoint"]), "--out", str(image)], capsys)
     assert "input" in err and image.read_bytes() == data
+
+
+def test_generate_dicom_out_is_checked_like_every_out(world, capsys):
+    """`generate --dicom-out DIR`: a foreign folder, `..`, the folder holding the inputs, the input image itself and a
+    folder holding an input are refused before the model loads, and nothing changes."""
+    before = snapshot(world["root"])
+    image, data = world["image"], world["data"]
+    argv = ["generate", str(image), str(data / "a.png"), "--model", str(world["checkpoint"]), "--dicom-out"]
+    for out in (str(world["foreign"]), "..", str(world["root"]), str(image), str(data)):
+        err = _refused([*argv, out], capsys)
+        assert re.search(r"not empty|holds|input", err), err
+    assert snapshot(world["root"]) == before
 
 
 def test_existing_output_file_needs_overwrite(world, capsys):
@@ -327,6 +341,7 @@ def missing_input_lines(root: Path) -> dict[str, list[str]]:
         "finetune": ["finetune", gone, "--model", "tiny", "--out", str(root / "o")],
         "build-smollm2": ["build-smollm2", str(root / "o"), "--from", gone],
         "push": ["push", gone, "org/x", "--dry-run"],
+        "send": ["send", "--dicomweb", "http://127.0.0.1:9/dicom-web", gone + ".dcm"],
         "sft": ["sft", "--config", gone + ".yaml"],
     }
 

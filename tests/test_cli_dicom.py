@@ -1,0 +1,53 @@
+"""`asarg generate --dicom-out DIR`: per film a SEG + SR (and for a PNG the Secondary Capture they refer to) in a folder
+the command owns; the grounded lines still go to standard output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import xray_like
+
+from asarg.cli import main
+
+pytest.importorskip("highdicom", reason="the `dicom` extra (highdicom) writes SEG and SR")
+
+
+@pytest.fixture
+def checkpoint(make_asarg, tmp_path):
+    model, processor = make_asarg(live_seg=True)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+def test_generate_dicom_out_writes_seg_and_sr_per_film(checkpoint, tmp_path, rg1_path, capsys):
+    import pydicom
+
+    from asarg.processing.dicom_out import read_sr_sentences
+    from asarg.processing.outputs import read_marker
+
+    png = tmp_path / "film.png"
+    xray_like().save(png)
+    out = tmp_path / "dicom"
+    argv = ["generate", str(png), rg1_path, "--model", checkpoint, "--dicom-out", str(out), "--format", "json"]
+    assert main([*argv, "--max-new-tokens", "8", "--top", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [set(row["dicom"]) for row in rows] == [{"seg", "sr", "image"}, {"seg", "sr"}]  # --ground implied
+    written = sorted(p.name for p in out.iterdir() if p.suffix == ".dcm")
+    assert written == sorted(name for row in rows for name in row["dicom"].values())
+    assert read_marker(out)["command"] == "generate --dicom-out"
+    for row in rows:
+        sr = pydicom.dcmread(out / row["dicom"]["sr"])
+        assert [s["text"] for s in read_sr_sentences(sr)] == [s["text"] for s in row["sentences"]]
+        assert sr.Modality == "SR" and pydicom.dcmread(out / row["dicom"]["seg"]).Modality == "SEG"
+    # Its own folder is reused; a folder it did not write is refused before the model loads.
+    assert main([*argv, "--max-new-tokens", "8"]) == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.dcm").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["generate", str(png), "--model", checkpoint, "--dicom-out", str(foreign)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not empty" in err and len(err.splitlines()) == 1
+    assert (foreign / "mine.dcm").read_bytes() == b"x"
