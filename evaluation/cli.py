@@ -1,5 +1,7 @@
 """`asarg evaluate`: CE scores (and optionally NLG metrics and paired significance against a baseline) of generated
-reports, printed as a table; with `--chart PATH` a per-label F1 bar chart, with `--json PATH` every score.
+reports, printed as a table; with `--variants` also the literature's eight CE F1 variants (14 / 5 labels, micro /
+macro, uncertain negative / positive) in one table; with `--chart PATH` a per-label F1 bar chart, with `--json PATH`
+every score.
 
 Output paths are checked before anything is computed: the folder a file goes into must already exist (none is
 created: a typo in a path should be an error, not a new folder somewhere, and as root that somewhere can be `/`),
@@ -16,7 +18,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from asarg.evaluation.clinical_efficacy import LABEL_SET_CHOICES, UNCERTAIN_CHOICES, compute_ce
+from asarg.evaluation.clinical_efficacy import (
+    LABEL_SET_CHOICES,
+    UNCERTAIN_CHOICES,
+    compute_ce,
+    format_variants_table,
+)
 from asarg.evaluation.report_labeler.api import LABELERS
 from asarg.processing.text_io import read_csv, read_text
 
@@ -173,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertain", choices=UNCERTAIN_CHOICES, default="negative")
     p.add_argument("--labels", type=int, choices=LABEL_SET_CHOICES, default=14)
     p.add_argument(
+        "--variants",
+        action="store_true",
+        help="also the literature's eight CE F1 variants in one table: Micro/Macro-F1-14 and -5, uncertain counted "
+        "negative, and with '+' positive (LLaVA-Rad, CheXagent, R2Gen names)",
+    )
+    p.add_argument(
         "--chart", type=Path, help="write a per-label F1 bar chart here (.png/.pdf/.svg; folder must exist)"
     )
     p.add_argument("--output", type=Path, help="also write all scores to this JSON file (its folder must exist)")
@@ -203,8 +216,10 @@ def read_inputs(args) -> tuple[list[str], list[str], list[str] | None]:
 def evaluate(args, preds, refs, base) -> dict:
     definition = {"labeler": args.labeler, "uncertain": args.uncertain, "labels": args.labels}
     definition["chexbert_path"] = args.chexbert_path
-    result = compute_ce(preds, refs, **definition)
+    result = compute_ce(preds, refs, **definition, variants=args.variants)
     print(format_table(result))
+    if args.variants:
+        print("\n" + format_variants_table(result["variants"], args.labeler))
     if args.nlg:
         from asarg.evaluation.nlg_metrics import compute_nlg
 

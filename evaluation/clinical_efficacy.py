@@ -152,10 +152,76 @@ def label_pair(predictions, references, definition: CEDefinition) -> tuple[np.nd
     values = label_reports(
         predictions + references, labeler=definition.labeler, chexbert_path=definition.chexbert_path
     )
+    return split_binary(values, len(predictions), definition)
+
+
+def split_binary(values: np.ndarray, n: int, definition: CEDefinition) -> tuple[np.ndarray, np.ndarray]:
+    """Labeler values of predictions + references (2N, 14) -> the two binary (N, L) matrices under `definition`."""
     cols = [CHEXPERT_LABELS.index(name) for name in definition.label_names]
     binary = binarize(values[:, cols], definition.uncertain)
-    n = len(predictions)
     return binary[:n], binary[n:]
+
+
+# The variants the literature reports, named as it names them. LLaVA-Rad (microsoft/LLaVA-Rad, llava/eval/rrg_eval)
+# reports Micro-/Macro-F1-14 and -5 with uncertain as negative (its "rrg" mode) and the same with a "+" with uncertain
+# as positive ("rrg+"); CheXagent's F1CheXbert table and f1chexbert count uncertain as positive (the "+" rows);
+# R2Gen / R2GenCMN / COMG / ORID's CE F1 is Macro-F1-14 (uncertain negative) and their CE micro F1 Micro-F1-14.
+CE_VARIANTS: tuple[tuple[str, int, str, str, str], ...] = (
+    # (name, labels, uncertain, average, who reports it under that reading)
+    ("Micro-F1-14", 14, "negative", "micro", "LLaVA-Rad; R2Gen-style CE micro-F1"),
+    ("Macro-F1-14", 14, "negative", "macro", "LLaVA-Rad; R2Gen / R2GenCMN / COMG / ORID CE F1"),
+    ("Micro-F1-5", 5, "negative", "micro", "LLaVA-Rad"),
+    ("Macro-F1-5", 5, "negative", "macro", "LLaVA-Rad"),
+    ("Micro-F1-14+", 14, "positive", "micro", "LLaVA-Rad (+); CheXagent / f1chexbert Micro-F1-14"),
+    ("Macro-F1-14+", 14, "positive", "macro", "LLaVA-Rad (+); CheXagent / f1chexbert Macro-F1-14"),
+    ("Micro-F1-5+", 5, "positive", "micro", "LLaVA-Rad (+); CheXagent / f1chexbert Micro-F1-5"),
+    ("Macro-F1-5+", 5, "positive", "macro", "LLaVA-Rad (+); CheXagent / f1chexbert Macro-F1-5"),
+)
+
+
+def ce_variants(values: np.ndarray, n: int, labeler: str = "chexpert-rules", chexbert_path: str | None = None) -> list:
+    """The eight CE_VARIANTS from one labeling of predictions + references (`values`, (2N, 14)): per variant its
+    name, labels (14 / 5), uncertain (negative / positive), average (micro / macro), precision, recall, F1 and who
+    reports it. Each is `ce_scores` under its `CEDefinition`: one computation, not a copy."""
+    out, scores = [], {}
+    for name, labels, uncertain, average, reported_by in CE_VARIANTS:
+        definition = CEDefinition(labeler=labeler, uncertain=uncertain, labels=labels, chexbert_path=chexbert_path)
+        if (labels, uncertain) not in scores:
+            scores[labels, uncertain] = ce_scores(*split_binary(values, n, definition), definition.label_names)
+        got = scores[labels, uncertain]
+        out.append(
+            {
+                "name": name,
+                "labels": labels,
+                "uncertain": uncertain,
+                "average": average,
+                "precision": got[f"precision_{average}"],
+                "recall": got[f"recall_{average}"],
+                "f1": got[f"f1_{average}"],
+                "reported_by": reported_by,
+            }
+        )
+    return out
+
+
+def format_variants_table(variants: list[dict], labeler: str = "chexpert-rules", markdown: bool = False) -> str:
+    """The variants as one table (plain text, or Markdown for a README / model card)."""
+    head = ("variant", "labels", "uncertain counted", "average", "F1", "reported as (in)")
+    rows = [
+        (v["name"], str(v["labels"]), v["uncertain"], v["average"], f"{v['f1']:.4f}", v["reported_by"])
+        for v in variants
+    ]
+    note = (
+        f"CE F1 variants, labeler={labeler} (the literature's numbers use CheXbert or the CheXpert labeler; compare "
+        "like with like). Blank and negative are always 0."
+    )
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return note + "\n\n" + "\n".join(lines)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows]]
+    return note + "\n" + "\n".join(lines)
 
 
 def compute_ce(
@@ -165,12 +231,18 @@ def compute_ce(
     uncertain: str = "negative",
     labels: int = 14,
     chexbert_path: str | None = None,
+    variants: bool = False,
 ) -> dict:
-    """CE scores of `predictions` against `references` (lists of report strings of the same studies)."""
+    """CE scores of `predictions` against `references` (lists of report strings of the same studies). `variants`:
+    also `"variants"`, the eight literature variants (`CE_VARIANTS`: Micro/Macro-F1-14/-5, uncertain negative and,
+    with "+", positive) from the same labeling."""
     definition = CEDefinition(labeler=labeler, uncertain=uncertain, labels=int(labels), chexbert_path=chexbert_path)
     predictions, references = check_pair(predictions, references)
-    pred, ref = label_pair(predictions, references, definition)
+    values = label_reports(predictions + references, labeler=labeler, chexbert_path=chexbert_path)
+    pred, ref = split_binary(values, len(predictions), definition)
     out = ce_scores(pred, ref, definition.label_names)
+    if variants:
+        out["variants"] = ce_variants(values, len(predictions), labeler, chexbert_path)
     out["definition"] = definition.describe()
     out["definition_args"] = definition.as_dict()
     out["num_reports"] = int(pred.shape[0])

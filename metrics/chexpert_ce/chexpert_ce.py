@@ -43,11 +43,16 @@ Args:
     labels (`int`, default 14): 14 observations or the 5 competition ones.
     chexbert_path (`str`, optional): local CheXbert checkpoint (chexbert.pth); its folder or `tokenizer_path` must
         hold a bert-base-uncased tokenizer.
+    variants (`bool`, default False): also return `variants`, the eight CE F1 variants the literature reports, from
+        the same labeling: Micro-F1-14, Macro-F1-14, Micro-F1-5, Macro-F1-5 (uncertain negative: R2Gen, LLaVA-Rad)
+        and the same with "+" (uncertain positive: LLaVA-Rad's "+", CheXagent / f1chexbert).
 Returns:
     f1_micro, precision_micro, recall_micro, f1_macro, precision_macro, recall_macro, f1_example, precision_example,
     recall_example (`float`), per_label (`dict`: label -> precision, recall, f1, support, predicted),
     definition (`str`), definition_args (`dict`), num_reports (`int`), unreadable (`dict`: how many predictions and
-    references have no English text the labeler can read, e.g. Chinese; they count as reports without findings).
+    references have no English text the labeler can read, e.g. Chinese; they count as reports without findings);
+    with `variants=True`, variants (`list` of `dict`: name, labels, uncertain, average, precision, recall, f1,
+    reported_by).
 Examples:
     >>> ce = evaluate.load("metrics/chexpert_ce")
     >>> result = ce.compute(predictions=["Mild cardiomegaly. No effusion."],
@@ -56,6 +61,9 @@ Examples:
     0.6667
     >>> result["definition_args"]["uncertain"], result["definition_args"]["labels"]
     ('negative', 14)
+    >>> [v["name"] for v in ce.compute(predictions=["Mild cardiomegaly."], references=["Cardiomegaly."],
+    ...                                variants=True)["variants"]][:2]
+    ['Micro-F1-14', 'Macro-F1-14']
 """
 
 
@@ -95,7 +103,14 @@ class ChexpertCE(evaluate.Metric):
         return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(
-        self, predictions, references, labeler="chexpert-rules", uncertain="negative", labels=14, chexbert_path=None
+        self,
+        predictions,
+        references,
+        labeler="chexpert-rules",
+        uncertain="negative",
+        labels=14,
+        chexbert_path=None,
+        variants=False,
     ):
         return compute_ce(
             list(predictions),
@@ -104,4 +119,5 @@ class ChexpertCE(evaluate.Metric):
             uncertain=uncertain,
             labels=labels,
             chexbert_path=chexbert_path,
+            variants=variants,
         )
