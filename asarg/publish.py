@@ -35,6 +35,7 @@ CHECKPOINT_FILES = (
     "chat_template.jinja",
     "scores.json",
     "ablation.md",
+    "generations.jsonl",  # the default model's hold-out generations (experiments/default_model.write_generations)
 )
 CXAS_ARCHITECTURE = "cxas_unet_resnet50"
 

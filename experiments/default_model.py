@@ -108,9 +108,56 @@ def score_holdout(model_dir: Path, folder: Path, train_reports: list[str]) -> di
     }
 
 
+GENERATIONS = "generations.jsonl"
+_LABEL_WORDS = {1.0: "positive", -1.0: "uncertain", 0.0: "negative"}
+
+
+def write_generations(out: Path, target: Path) -> Path:
+    """The released hold-out generations: `target/generations.jsonl`, one line per hold-out study, in the order
+    `score_holdout` scored them: {"study_id", "image", "generated" (the model's greedy report, from
+    `default/refine/holdout.json`), "reference" (the study's report), "generated_labels", "reference_labels"
+    (CheXpert observation -> "positive" / "uncertain" / "negative" by the rule labeler, unmentioned ones left out: the
+    labels CE scored)}. So anyone can re-score the model card's numbers with another metric. Returns the path."""
+    from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
+
+    out, target = Path(out), Path(target)
+    scored = out / "default" / "refine" / "holdout.json"
+    if not scored.is_file():
+        raise FileNotFoundError(
+            f"{scored} is missing: score the default model first (asarg reproduce --default-model)."
+        )
+    reports = json.loads(scored.read_text(encoding="utf-8"))["reports"]
+    records = holdout_records(out / "data" / "holdout")
+    if len(reports) != len(records):
+        raise ValueError(f"{scored} has {len(reports)} reports but the hold-out set {len(records)} studies.")
+    references = [rec["findings_text"] for rec in records]
+    values = label_reports(reports + references)
+
+    def words(row) -> dict[str, str]:
+        return {name: _LABEL_WORDS[float(v)] for name, v in zip(CHEXPERT_LABELS, row) if float(v) in _LABEL_WORDS}
+
+    n = len(reports)
+    lines = [
+        json.dumps(
+            {
+                "study_id": rec["id"],
+                "image": rec["image"],
+                "generated": report,
+                "reference": reference,
+                "generated_labels": words(values[i]),
+                "reference_labels": words(values[n + i]),
+            }
+        )
+        + "\n"
+        for i, (rec, report, reference) in enumerate(zip(records, reports, references))
+    ]
+    atomic_write(target / GENERATIONS, "".join(lines).encode())
+    return target / GENERATIONS
+
+
 def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
     """Write the embedded model folder (`asarg/default_model/`): the run's weights, config and processor, its
-    `scores.json`, the ablation table and a model card; no remote-code copies (`asarg.processing.models` adds them on load)."""
+    `scores.json`, the hold-out generations (`generations.jsonl`), the ablation table and a model card; no remote-code copies (`asarg.processing.models` adds them on load)."""
     from asarg.training.model_card import model_card
 
     run_dir, target = out / "default" / "refine", Path(target)
@@ -123,6 +170,7 @@ def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
     shutil.copy2(out / "default" / "scores.json", staging / "scores.json")
     if (out / "results.md").is_file():
         shutil.copy2(out / "results.md", staging / "ablation.md")
+    write_generations(out, staging)
     config = json.loads((staging / "config.json").read_text())
     model_card(staging, config, repo_id).save(staging / "README.md")
     write_checksums(staging)
@@ -206,6 +254,7 @@ __all__ = [
     "choose_decoding",
     "export",
     "score_holdout",
+    "write_generations",
     "train_default_model",
 ]
 
