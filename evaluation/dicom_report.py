@@ -42,11 +42,13 @@ def structure_masks(model, segmentation, structures: Sequence[str]) -> np.ndarra
     out = np.zeros((len(structures), height, width), dtype=bool)
     for i, name in enumerate(structures):
         channels = named[name]
-        if segmentation.masks is not None:
-            maps = segmentation.masks[channels]
-        else:
-            maps = segmentation_masks(segmentation._replace(maps=segmentation.maps[:, channels]))
-        out[i] = (maps > BOX_THRESHOLD).any(0)
+        for first in range(0, len(channels), 4):  # a few full-resolution maps at a time
+            chunk = channels[first : first + 4]
+            if segmentation.masks is not None:
+                maps = segmentation.masks[chunk]
+            else:
+                maps = segmentation_masks(segmentation._replace(maps=segmentation.maps[:, chunk]))
+            out[i] |= (maps > BOX_THRESHOLD).any(0)
     return out
 
 

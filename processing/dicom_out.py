@@ -72,6 +72,25 @@ _LABEL_VALUES = {  # SNOMED CT qualifiers for the labeler's three values
 }
 VALUE_LABELS = {code: word for word, (code, _) in _LABEL_VALUES.items()}
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9]+")
+PRIVATE_SCHEMES = {  # described in each object's Coding Scheme Identification Sequence, as PS3.3 C.12.1.1.4 asks
+    CHEXPERT_SCHEME: "CheXpert observations (Irvin et al. 2019), coded by ASaRG",
+    CXAS_SCHEME: "CXAS / PAX-Ray++ anatomy classes (Seibold et al.), coded by ASaRG",
+    ASARG_SCHEME: "ASaRG concepts (tracing score)",
+}
+
+
+def _declare_schemes(ds) -> None:
+    """Name the private coding schemes an object uses (0008,0110)."""
+    from pydicom.dataset import Dataset
+
+    items = []
+    for designator, name in PRIVATE_SCHEMES.items():
+        item = Dataset()
+        item.CodingSchemeDesignator = designator
+        item.CodingSchemeName = name[:64]
+        item.CodingSchemeResponsibleOrganization = "ASaRG (research software)"
+        items.append(item)
+    ds.CodingSchemeIdentificationSequence = items
 
 
 def _code(value: str, scheme: str, meaning: str):
@@ -219,6 +238,7 @@ def build_seg(source, structures: Sequence[str], masks: np.ndarray, *, content_l
         series_description="ASaRG anatomy (machine-generated, not for clinical use)",
     )
     seg.PatientOrientation = source.get("PatientOrientation", "")  # General Image, type 2C: no orientation sequence
+    _declare_schemes(seg)
     return seg
 
 
@@ -326,6 +346,7 @@ def build_sr(source, seg, grounded: Mapping, structures: Sequence[str], *, synth
         is_verified=False,
         series_description="ASaRG report (machine-generated, not for clinical use)",
     )
+    _declare_schemes(sr)
     return sr
 
 
