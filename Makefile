@@ -7,11 +7,12 @@ STAMP   := $(VENV)/.installed
 # resolves an unpinned `torch` to a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: help install report train-tiny test test-fast lint demo clean
+.PHONY: help install report send-pacs train-tiny test test-fast lint demo clean
 
 help:
 	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
 	@echo "make report    the embedded default model reports on two SynthCXR films and a real DICOM radiograph (--ground)"
+	@echo "make send-pacs DICOMWEB=URL  SEG + SR of RG1_UNCR.dcm and a SynthCXR film (generate --dicom-out), stored in a PACS (asarg send)"
 	@echo "make train-tiny  generate a small SynthCXR set and train a tiny ASaRG on CPU (outputs/)"
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
@@ -36,6 +37,14 @@ report: $(STAMP)
 	$(BIN)/asarg synth --n 2 --size 128 --seed 909 --out outputs/examples
 	HF_HUB_OFFLINE=1 $(BIN)/asarg generate outputs/examples/images/*.png \
 	  "$$($(BIN)/python -c 'from pydicom.data import get_testdata_file as f; print(f("RG1_UNCR.dcm"))')" --ground --top 3
+
+# DICOM out into a real PACS: the same two films as a SEG + SR each, stored with the source films through DICOMweb.
+send-pacs: $(STAMP)
+	@test -n "$(DICOMWEB)" || { echo "give the PACS's DICOMweb root: make send-pacs DICOMWEB=http://host:8042/dicom-web"; exit 2; }
+	$(BIN)/asarg synth --n 1 --size 256 --seed 909 --out outputs/examples-dicom
+	RG1="$$($(BIN)/python -c 'from pydicom.data import get_testdata_file as f; print(f("RG1_UNCR.dcm"))')"; \
+	  HF_HUB_OFFLINE=1 $(BIN)/asarg generate outputs/examples-dicom/images/*.png "$$RG1" --dicom-out outputs/dicom --top 3 && \
+	  $(BIN)/asarg send --dicomweb "$(DICOMWEB)" "$$RG1" outputs/dicom/*.dcm
 
 train-tiny: $(STAMP)
 	$(BIN)/asarg synth --n 16 --size 64 --out outputs/synthcxr-16
