@@ -125,13 +125,17 @@ def _ground_each(model, processor, paths: list[str], images: list, args, errors:
     """`ground_report` generates each report itself, from the segmentation it also traces and boxes with: the
     segmenter runs once per image (generating the batch first would run it twice)."""
     from asarg.evaluation.grounding import ground_report
+    from asarg.processing.dicom_out import DicomOutError
 
     chunks = []
     for path, image, verdict in zip(paths, images, verdicts):
+        result = None
         try:
-            if args.dicom_staging is not None:
-                result = _write_dicom(model, processor, path, image, args)
-            else:
+            try:
+                result = None if args.dicom_staging is None else _write_dicom(model, processor, path, image, args)
+            except DicomOutError as error:  # the grounded report is still printed, without its DICOM
+                errors.append(f"asarg generate: {path}: no DICOM SEG / SR written: {error}")
+            if result is None:
                 result = ground_report(
                     model, processor, image, top=args.top, prompt=args.prompt, max_new_tokens=args.max_new_tokens
                 )
@@ -146,19 +150,16 @@ def _write_dicom(model, processor, path: str, image, args) -> dict:
     """`ground_report`'s dict for the film, its SEG and SR written into the staging folder of --dicom-out."""
     from asarg.evaluation.dicom_report import write_grounded_dicom
 
-    try:
-        written = write_grounded_dicom(
-            model,
-            processor,
-            path,
-            args.dicom_staging,
-            image=image,
-            top=args.top,
-            prompt=args.prompt,
-            max_new_tokens=args.max_new_tokens,
-        )
-    except (KeyError, AttributeError, TypeError) as error:  # a DICOM header highdicom cannot build on
-        raise ValueError(f"cannot write DICOM SEG / SR: {type(error).__name__}: {error}") from error
+    written = write_grounded_dicom(
+        model,
+        processor,
+        path,
+        args.dicom_staging,
+        image=image,
+        top=args.top,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+    )
     return written["grounded"] | {
         "dicom": {k: os.path.basename(written[k]) for k in ("seg", "sr", "image") if k in written}
     }

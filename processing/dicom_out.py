@@ -131,11 +131,24 @@ def _version() -> str:
 # ---- the source film -------------------------------------------------------------------------------------------------
 
 
+class DicomOutError(ValueError):
+    """The film's DICOM header cannot carry a SEG / SR (the message names what is missing), or writing them failed."""
+
+
+# What a SEG and an SR on a film need from it: the references, and the geometry of the mask.
+REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+
+
 def read_source(path: str | Path):
-    """The DICOM film as a pydicom Dataset (pixels included: the SEG takes its geometry from them)."""
+    """The DICOM film as a pydicom Dataset (pixels included: the SEG takes its geometry from them); DicomOutError
+    naming the attributes a SEG / SR needs and the film lacks."""
     import pydicom
 
-    return pydicom.dcmread(str(path))
+    ds = pydicom.dcmread(str(path))
+    missing = [name for name in REQUIRED if ds.get(name) in (None, "")]
+    if missing:
+        raise DicomOutError(f"the DICOM header has no {', '.join(missing)}, which a SEG / SR must reference.")
+    return ds
 
 
 def synthetic_source(image, name: str, content: bytes):
@@ -357,9 +370,13 @@ def _english():
 def write_pair(
     source, grounded: Mapping, structures: Sequence[str], masks: np.ndarray, out: Path, stem: str, *, synthetic: bool
 ) -> dict[str, Path]:
-    """Write `<stem>.seg.dcm`, `<stem>.sr.dcm` (and for a synthetic source `<stem>.image.dcm`) into `out`."""
-    seg = build_seg(source, structures, masks)
-    sr = build_sr(source, seg, grounded, structures, synthetic=synthetic)
+    """Write `<stem>.seg.dcm`, `<stem>.sr.dcm` (and for a synthetic source `<stem>.image.dcm`) into `out`; what
+    highdicom refuses to build comes out as DicomOutError."""
+    try:
+        seg = build_seg(source, structures, masks)
+        sr = build_sr(source, seg, grounded, structures, synthetic=synthetic)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise DicomOutError(f"cannot build the SEG / SR: {type(error).__name__}: {error}") from error
     paths = {"seg": out / f"{stem}.seg.dcm", "sr": out / f"{stem}.sr.dcm"}
     seg.save_as(paths["seg"], enforce_file_format=True)
     sr.save_as(paths["sr"], enforce_file_format=True)
@@ -410,6 +427,7 @@ def read_sr_sentences(sr) -> list[dict]:
 __all__ = [
     "ANATOMY_CODES",
     "DISCLAIMER",
+    "DicomOutError",
     "anatomy_code",
     "build_seg",
     "build_sr",

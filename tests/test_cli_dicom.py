@@ -51,3 +51,23 @@ def test_generate_dicom_out_writes_seg_and_sr_per_film(checkpoint, tmp_path, rg1
     err = capsys.readouterr().err.strip()
     assert "not empty" in err and len(err.splitlines()) == 1
     assert (foreign / "mine.dcm").read_bytes() == b"x"
+
+
+def test_a_film_whose_header_cannot_carry_a_seg_is_named_and_still_reported(checkpoint, tmp_path, rg1_path, capsys):
+    import pydicom
+
+    film = pydicom.dcmread(rg1_path)
+    del film.StudyInstanceUID
+    bad = tmp_path / "no-study.dcm"
+    film.save_as(bad)
+    png = tmp_path / "film.png"
+    xray_like().save(png)
+    out = tmp_path / "dicom"
+    argv = ["generate", str(bad), str(png), "--model", checkpoint, "--dicom-out", str(out), "--format", "json"]
+    assert main([*argv, "--max-new-tokens", "6", "--top", "1"]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}: no DICOM SEG / SR written: the DICOM header has no StudyInstanceUID" in captured.err
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row["image"] for row in rows] == [str(bad), str(png)]
+    assert "dicom" not in rows[0] and "sentences" in rows[0]  # still grounded, just not written as DICOM
+    assert sorted(p.name for p in out.glob("*.dcm")) == sorted(rows[1]["dicom"].values())
