@@ -4,6 +4,7 @@ the command owns; the grounded lines still go to standard output."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import xray_like
@@ -71,3 +72,34 @@ def test_a_film_whose_header_cannot_carry_a_seg_is_named_and_still_reported(chec
     assert [row["image"] for row in rows] == [str(bad), str(png)]
     assert "dicom" not in rows[0] and "sentences" in rows[0]  # still grounded, just not written as DICOM
     assert sorted(p.name for p in out.glob("*.dcm")) == sorted(rows[1]["dicom"].values())
+
+
+def dciodvfy_errors(path) -> list[str]:
+    import subprocess
+
+    run = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
+    report = run.stdout + run.stderr
+    assert any(iod in report for iod in ("Segmentation", "ComprehensiveSR", "SCImage")), report
+    return [line for line in report.splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) is absent")
+def test_the_embedded_model_on_rg1_and_a_synthcxr_film_writes_dciodvfy_clean_dicom(tmp_path, rg1_path, capsys):
+    """The issue's check, as a user runs it: `asarg generate RG1_UNCR.dcm synthcxr.png --dicom-out DIR` with the
+    model shipped in the package."""
+    from asarg.processing.dicom_out import read_sr_sentences
+    from asarg.processing.synthcxr.dataset import read_manifest, write_dataset
+
+    write_dataset(tmp_path / "synth", n=1, size=128, seed=909)
+    png = tmp_path / "synth" / read_manifest(tmp_path / "synth", "train")[0]["image"]
+    out = tmp_path / "dicom"
+    assert main(["generate", rg1_path, str(png), "--dicom-out", str(out), "--format", "json", "--top", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [set(row["dicom"]) for row in rows] == [{"seg", "sr"}, {"seg", "sr", "image"}]
+    for row in rows:
+        for name in row["dicom"].values():
+            assert not dciodvfy_errors(out / name), name
+        sentences = read_sr_sentences(out / row["dicom"]["sr"])
+        assert [s["text"] for s in sentences] == [s["text"] for s in row["sentences"]] and sentences
+        assert all(s["structures"] for s in sentences)
