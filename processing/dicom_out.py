@@ -336,7 +336,7 @@ def build_sr(source, seg, grounded: Mapping, structures: Sequence[str], *, synth
     findings.ContentSequence = [_sentence_item(s, segment_of, seg) for s in grounded.get("sentences", [])]
     note = DISCLAIMER + (" SYNTHETIC identifiers: the film was an image file, not a DICOM study." if synthetic else "")
     root.ContentSequence = [
-        *LanguageOfContentItemAndDescendants(codes.DCM.English if hasattr(codes.DCM, "English") else _english()),
+        *LanguageOfContentItemAndDescendants(_english()),
         *device,
         CodeContentItem(
             name=codes.DCM.ProcedureReported,
