@@ -103,3 +103,15 @@ def test_the_embedded_model_on_rg1_and_a_synthcxr_film_writes_dciodvfy_clean_dic
         sentences = read_sr_sentences(out / row["dicom"]["sr"])
         assert [s["text"] for s in sentences] == [s["text"] for s in row["sentences"]] and sentences
         assert all(s["structures"] for s in sentences)
+
+
+def test_send_names_a_non_dicom_file_or_url_before_any_request(tmp_path, capsys):
+    notes = tmp_path / "notes.dcm"
+    notes.write_text("not DICOM", encoding="utf-8")
+    for argv, expected in (
+        (["send", "--dicomweb", "http://127.0.0.1:9/dicom-web", str(notes)], "not a DICOM Part 10 file"),
+        (["send", "--dicomweb", "ftp://pacs/dicom-web", str(notes)], "not an http(s) URL"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
