@@ -47,6 +47,12 @@ CANDIDATES = (
     # After the fix: the head starts from the training prevalences (bias) with weights of std hidden ** -0.5.
     Candidate("R1c", "+ finding loss (weight 10)", ("--finding_loss_weight", "10.0")),
     Candidate("R1d", "+ finding loss (weight 1.0)", ("--finding_loss_weight", "1.0")),
+    # Each of R1c, R1d and R2 is a small gain under the rule's +0.02 macro: do they add up?
+    Candidate(
+        "R5",
+        "+ finding loss (weight 1.0) + finding-balanced sampling (alpha 0.5)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5"),
+    ),
 )
 
 

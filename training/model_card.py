@@ -92,8 +92,21 @@ def _training_section(scores: dict | None) -> str:
         f"2. {settings['refine_steps']} steps at {settings['refine_learning_rate']:g}, vision tower trained too, on "
         f"the train split of a fresh {n2:,} studies (seed {seed2}).\n"
     )
+    if settings.get("recipe"):
+        text += f"\nBoth stages add `{' '.join(settings['recipe'])}` to the recipe (chosen in issue 20's screening).\n"
     decoding = scores.get("decoding")
-    if decoding:
+    if decoding and "sweep" in decoding:
+        chosen = decoding["chosen"]
+        sweep = "; ".join(
+            f"rp {s['repetition_penalty']:g}, guidance {s['guidance_scale']:g}: {s['f1_micro']:.3f} / {s['f1_macro']:.3f}"
+            for s in decoding["sweep"]
+        )
+        text += (
+            f"3. Decoding: greedy with repetition penalty {chosen['repetition_penalty']:g} and classifier-free "
+            f"guidance scale {chosen['guidance_scale']:g} (in `generation_config.json`), the best {decoding['criterion']}"
+            f" on {decoding['validation_studies']} validation studies of seed {seed1} (micro / macro: {sweep}).\n"
+        )
+    elif decoding:
         sweep = ", ".join(f"{k}: {v:.3f}" for k, v in decoding["f1_micro_by_repetition_penalty"].items())
         text += (
             f"3. Decoding: greedy with repetition penalty {decoding['chosen']:g} (in `generation_config.json`), the "
