@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {"data": str(data), "init": str(args.init), "steps": args.steps, "validation_studies": len(val)}
     atomic_write(table, json.dumps({**record, "runs": rows}, indent=1).encode())
     atomic_write(table.with_suffix(".md"), (markdown(rows) + "\n").encode())
+    for row in rows:  # each run's reports and CE beside the table, so the table can be checked without the runs
+        done = out / "runs" / row["name"] / "validation.json"
+        atomic_write(table.parent / f"validation_{row['name']}.json", done.read_bytes())
     print(markdown(rows))
     return 0
 
