@@ -68,6 +68,15 @@ def make_asarg(tokenizer):
     return make
 
 
+@pytest.fixture
+def live_checkpoint(make_asarg, tmp_path) -> str:
+    """A saved tiny ASaRG with a built-in segmenter, maps and features (live seg columns, so tracing sees them)."""
+    model, processor = make_asarg(live_seg=True)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
 def cpu_sft_config(tmp_path, **overrides):
     """TRL SFTConfig for a few CPU steps on a tiny model. `remove_unused_columns=False` keeps the seg columns (TRL
     keeps only messages/images otherwise); bf16 off because TRL turns it on by default."""

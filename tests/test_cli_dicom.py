@@ -14,15 +14,7 @@ from asarg.cli import main
 pytest.importorskip("highdicom", reason="the `dicom` extra (highdicom) writes SEG and SR")
 
 
-@pytest.fixture
-def checkpoint(make_asarg, tmp_path):
-    model, processor = make_asarg(live_seg=True)
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    return str(tmp_path / "model")
-
-
-def test_generate_dicom_out_writes_seg_and_sr_per_film(checkpoint, tmp_path, rg1_path, capsys):
+def test_generate_dicom_out_writes_seg_and_sr_per_film(live_checkpoint, tmp_path, rg1_path, capsys):
     import pydicom
 
     from asarg.processing.dicom_out import read_sr_sentences
@@ -31,7 +23,7 @@ def test_generate_dicom_out_writes_seg_and_sr_per_film(checkpoint, tmp_path, rg1
     png = tmp_path / "film.png"
     xray_like().save(png)
     out = tmp_path / "dicom"
-    argv = ["generate", str(png), rg1_path, "--model", checkpoint, "--dicom-out", str(out), "--format", "json"]
+    argv = ["generate", str(png), rg1_path, "--model", live_checkpoint, "--dicom-out", str(out), "--format", "json"]
     assert main([*argv, "--max-new-tokens", "8", "--top", "2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [set(row["dicom"]) for row in rows] == [{"seg", "sr", "image"}, {"seg", "sr"}]  # --ground implied
@@ -48,13 +40,15 @@ def test_generate_dicom_out_writes_seg_and_sr_per_film(checkpoint, tmp_path, rg1
     foreign.mkdir()
     (foreign / "mine.dcm").write_bytes(b"x")
     capsys.readouterr()
-    assert main(["generate", str(png), "--model", checkpoint, "--dicom-out", str(foreign)]) == 2
+    assert main(["generate", str(png), "--model", live_checkpoint, "--dicom-out", str(foreign)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not empty" in err and len(err.splitlines()) == 1
     assert (foreign / "mine.dcm").read_bytes() == b"x"
 
 
-def test_a_film_whose_header_cannot_carry_a_seg_is_named_and_still_reported(checkpoint, tmp_path, rg1_path, capsys):
+def test_a_film_whose_header_cannot_carry_a_seg_is_named_and_still_reported(
+    live_checkpoint, tmp_path, rg1_path, capsys
+):
     import pydicom
 
     film = pydicom.dcmread(rg1_path)
@@ -64,7 +58,7 @@ def test_a_film_whose_header_cannot_carry_a_seg_is_named_and_still_reported(chec
     png = tmp_path / "film.png"
     xray_like().save(png)
     out = tmp_path / "dicom"
-    argv = ["generate", str(bad), str(png), "--model", checkpoint, "--dicom-out", str(out), "--format", "json"]
+    argv = ["generate", str(bad), str(png), "--model", live_checkpoint, "--dicom-out", str(out), "--format", "json"]
     assert main([*argv, "--max-new-tokens", "6", "--top", "1"]) == 1
     captured = capsys.readouterr()
     assert f"{bad}: no DICOM SEG / SR written: the DICOM header has no StudyInstanceUID" in captured.err

@@ -14,29 +14,20 @@ from asarg.generate import generate_reports
 OBSERVATION_VALUES = {"positive", "uncertain", "negative"}
 
 
-@pytest.fixture
-def checkpoint(make_asarg, tmp_path):
-    """A saved tiny ASaRG with a built-in segmenter, maps and features (live seg columns, so tracing sees them)."""
-    model, processor = make_asarg(live_seg=True)
-    model.save_pretrained(tmp_path / "model")
-    processor.save_pretrained(tmp_path / "model")
-    return str(tmp_path / "model")
-
-
 def synthcxr_images(root, n: int) -> list[str]:
     from asarg.processing.synthcxr.dataset import read_manifest
 
     return [str(root / record["image"]) for record in read_manifest(root, "train")[:n]]
 
 
-def test_generate_writes_json_lines_and_names_the_bad_file(checkpoint, tmp_path, capsys):
+def test_generate_writes_json_lines_and_names_the_bad_file(live_checkpoint, tmp_path, capsys):
     good = [tmp_path / "a.png", tmp_path / "b.png"]
     for i, path in enumerate(good):
         xray_like(seed=i).save(path)
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     out = tmp_path / "reports.jsonl"
-    argv = ["generate", str(good[0]), str(bad), str(good[1]), "--model", checkpoint]
+    argv = ["generate", str(good[0]), str(bad), str(good[1]), "--model", live_checkpoint]
     code = main([*argv, "--json", "--out", str(out), "--max-new-tokens", "5", "--batch-size", "2"])
     assert code == 1
     err = capsys.readouterr().err
@@ -62,12 +53,23 @@ def check_grounded(row: dict) -> None:
 
 @pytest.mark.slow
 def test_ground_json_on_a_real_radiograph_and_synthcxr_with_a_bad_file(
-    checkpoint, rg1_path, synthcxr, tmp_path, capsys
+    live_checkpoint, rg1_path, synthcxr, tmp_path, capsys
 ):
     bad = tmp_path / "empty.dcm"
     bad.write_bytes(b"")
     images = [rg1_path, str(bad), *synthcxr_images(synthcxr, 2)]
-    argv = ["generate", *images, "--model", checkpoint, "--ground", "--json", "--top", "3", "--max-new-tokens", "8"]
+    argv = [
+        "generate",
+        *images,
+        "--model",
+        live_checkpoint,
+        "--ground",
+        "--json",
+        "--top",
+        "3",
+        "--max-new-tokens",
+        "8",
+    ]
     code = main([*argv, "--batch-size", "2", "--progress"])
     captured = capsys.readouterr()
     assert code == 1 and str(bad) in captured.err
@@ -81,10 +83,12 @@ def test_ground_json_on_a_real_radiograph_and_synthcxr_with_a_bad_file(
         check_grounded(row)
 
 
-def test_ground_text_has_one_indented_line_per_sentence(checkpoint, tmp_path, capsys):
+def test_ground_text_has_one_indented_line_per_sentence(live_checkpoint, tmp_path, capsys):
     image = tmp_path / "a.png"
     xray_like().save(image)
-    code = main(["generate", str(image), "--model", checkpoint, "--ground", "--top", "2", "--max-new-tokens", "6"])
+    code = main(
+        ["generate", str(image), "--model", live_checkpoint, "--ground", "--top", "2", "--max-new-tokens", "6"]
+    )
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     path, report = lines[0].split("\t")

@@ -9,25 +9,13 @@ from conftest import prompt_for
 from fresh_process import generate_in_fresh_process
 
 from asarg import publish
+from asarg.experiments.default_model import MODEL_FILES
+from asarg.processing.models import REMOTE_CODE
 from asarg.processing.outputs import MARKER
 
-HUB_FOLDER = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "configuration_asarg.py",
-    "cxas_asarg.py",
-    "modeling_asarg.py",
-    "processing_asarg.py",
-    "segmenter_asarg.py",
-    "scores.json",
-    "README.md",
-    "checksums.sha256",
-}
+# A trained run's model files (the list the default model's export copies too), the five Hub code files, and what
+# `asarg push` adds: card, scores, checksums. (The fresh-process test below shows the folder is complete.)
+HUB_FOLDER = {*MODEL_FILES, *REMOTE_CODE, "scores.json", "README.md", "checksums.sha256"}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from asarg.processing.checkpoints import write_checksums
 from asarg.training.tiny import tiny_tokenizer
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, AsargSegmenterConfig
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,16 @@ def text_config(tokenizer, spec: SmallSynthSpec = SMALL_SYNTH) -> LlamaConfig:
 
 def small_synth_config(
     tokenizer,
-    segmenter_settings: dict | None,
+    segmenter_settings: AsargSegmenterConfig | dict | None,
     use_seg_features: bool,
     use_seg_maps: bool,
     spec: SmallSynthSpec = SMALL_SYNTH,
     **overrides,
 ) -> AsargConfig:
-    """One arm. `segmenter_settings`: the trained specialist's `segmenter_config.json` (None: seg inputs come
-    precomputed, e.g. ground-truth masks)."""
+    """One arm. `segmenter_settings`: the trained specialist's config (or its `segmenter_config.json` as a dict; None:
+    seg inputs come precomputed, e.g. ground-truth masks)."""
+    if isinstance(segmenter_settings, dict):
+        segmenter_settings = AsargSegmenterConfig(**segmenter_settings)
     llava = LlavaConfig(
         vision_config=vision_config(spec),
         text_config=text_config(tokenizer, spec),
@@ -94,7 +96,7 @@ def small_synth_config(
     )
     seg = {"segmenter_config": segmenter_settings, "use_seg_features": use_seg_features, "use_seg_maps": use_seg_maps}
     if segmenter_settings is not None:
-        seg["seg_feature_channels"] = segmenter_settings["feature_channels"]
+        seg["seg_feature_channels"] = segmenter_settings.feature_channels
     return AsargConfig.from_llava_config(llava, **seg, **overrides)
 
 

@@ -35,5 +35,5 @@ def parameters(name: str) -> dict:
         "shape": name,
         "llava_params": llava,
         "arms": arms,
-        "segmenter": {"architecture": settings["architecture"], "params": segmenter},
+        "segmenter": {"architecture": settings.architecture, "params": segmenter},
     }

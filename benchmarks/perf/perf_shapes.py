@@ -11,13 +11,16 @@ which shares its weights), so the two differ by the seg columns and the seg inpu
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, cxas_seg_config, default_segmenter_config
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
 ARMS = {"features": (True, False), "maps": (False, True), "features+maps": (True, True)}
 PROMPT_TOKENS = 32  # text tokens after the image tokens: a short instruction, as in report generation
 
@@ -41,7 +44,9 @@ SHAPES = {
 
 
 def llava_config(name: str) -> LlavaConfig:
-    return {"tiny": _tiny, "small-synth": _small_synth, "smol": _smol, "llava-1.5-7b": _llava15_7b}[name]()
+    if name in ("smol", "llava-1.5-7b"):
+        return _published(name)
+    return {"tiny": _tiny, "small-synth": _small_synth}[name]()
 
 
 def _tiny() -> LlavaConfig:
@@ -69,64 +74,11 @@ def _as_llava(config: AsargConfig) -> LlavaConfig:
     return LlavaConfig(**kwargs)
 
 
-def _smol() -> LlavaConfig:
-    # SmolLM2-135M (HuggingFaceTB/SmolLM2-135M config.json) and a CLIP ViT-B/14 at 336 px.
-    text = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        max_position_embeddings=8192,
-        rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=336,
-        patch_size=14,
-    )
-    return LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=49151, image_seq_length=576, tie_word_embeddings=True
-    )
-
-
-def _llava15_7b() -> LlavaConfig:
-    # llava-hf/llava-1.5-7b-hf config.json: Llama-2-7B (vocab 32064 with <image> and <pad>) + CLIP ViT-L/14-336.
-    text = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32064,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        pad_token_id=32001,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=32000,
-        image_seq_length=576,
-        vision_feature_layer=-2,
-        projector_hidden_act="gelu",
-        pad_token_id=32001,
-    )
+def _published(name: str) -> LlavaConfig:
+    """A published model's config, kept as data in `configs/NAME.json` (its `_source` says where it is from)."""
+    settings = json.loads((CONFIGS / f"{name}.json").read_text())
+    settings.pop("_source")
+    return LlavaConfig(**settings)
 
 
 def seg_overrides(shape: Shape, arm: str = "features+maps", segmenter: bool = False) -> dict:
