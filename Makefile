@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # resolves an unpinned `torch` to a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: help install report send-pacs train-tiny test test-fast lint demo clean
+.PHONY: help install report send-pacs train-tiny test test-fast lint metric demo clean
 
 help:
 	@echo "make install   create $(VENV) and install asarg[dev] (editable)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
 	@echo "make lint      ruff check + ruff format --check"
+	@echo "make metric    regenerate metrics/chexpert_ce/clinical_efficacy.py from the package's labeler (after changing it)"
 	@echo "make demo      serve the Gradio Space at http://127.0.0.1:7860 (model: ASARG_MODEL=DIR_OR_HUB_ID, else the embedded one)"
 
 $(STAMP): pyproject.toml .ci/install_parity.sh
@@ -61,6 +62,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The metric folder's labeler module is generated from evaluation/ and checked in (tests/evaluation/test_metric_bundle.py).
+metric: $(STAMP)
+	$(BIN)/python -m asarg.evaluation.metric_bundle --write
 
 # The Space's extra (gradio) is installed on first use only: `make install` stays free of it.
 demo: $(STAMP)

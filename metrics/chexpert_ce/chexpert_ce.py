@@ -4,11 +4,10 @@ finds in generated vs reference chest X-ray reports."""
 import datasets
 import evaluate
 
-# The labeler and the maths have one copy, in the `asarg` package; in the repository this script imports it. The
-# published copy (`asarg push-metric`, asarg.evaluation.metric_bundle) imports it from a generated sibling module,
-# `.clinical_efficacy`, because evaluate's loader fetches a script's single-file relative imports and no packages or
-# data files. Here, the "From:" comment names the pip package in evaluate's missing-import error.
-from asarg.evaluation.clinical_efficacy import check_pair, compute_ce, validate_batch  # From: asarg
+# The labeler and the CE maths: the sibling module clinical_efficacy.py, generated from the `asarg` package
+# (asarg.evaluation.metric_bundle) and checked in, because evaluate's loader fetches a script's single-file relative
+# imports and no packages or data files. tests/evaluation/test_metric_bundle.py keeps it equal to the package's.
+from .clinical_efficacy import check_pair, compute_ce, validate_batch
 
 _CITATION = """\
 @article{irvin2019chexpert,

@@ -1,13 +1,18 @@
-"""`asarg push-metric`: the self-contained metric folder loads with `evaluate` alone and scores like the package; the
-CLI lists it and publishes it as a Gradio Space (the Hub is not reachable, so the upload calls are recorded)."""
+"""The metric folder `metrics/chexpert_ce/`: its checked-in labeler module equals what the package's sources generate,
+it loads with `evaluate` alone (a fresh virtual environment without asarg) and scores like the package, its template
+`tests.py` cases pass; `asarg push-metric` copies it, lists it and publishes it as a Gradio Space (the Hub is not
+reachable, so the upload calls are recorded)."""
 
 from __future__ import annotations
 
 import ast
 import csv
+import importlib.util
 import json
+import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +21,17 @@ import pytest
 
 from asarg.evaluation import metric_bundle
 from asarg.evaluation.clinical_efficacy import compute_ce
-from asarg.evaluation.metric_bundle import EmbeddedPhraseDir, build_metric_folder, phrase_files
+from asarg.evaluation.metric_bundle import REGENERATE, EmbeddedPhraseDir, phrase_files, stale_files
 from asarg.evaluation.report_labeler import phrases
-from asarg.publish_metric import main
+from asarg.publish_metric import build_metric_folder, main
 
 REPO = Path(__file__).resolve().parents[2]
+METRIC = REPO / "metrics" / "chexpert_ce"
 OPENI = REPO.parent / "shared" / "data" / "openi" / "indiana_reports.csv"
 FOLDER = {
     "chexpert_ce.py",
     "clinical_efficacy.py",
+    "tests.py",
     "README.md",
     "app.py",
     "requirements.txt",
@@ -188,21 +195,17 @@ print(json.dumps({"demo": type(app.demo).__name__, "f1": result["f1_micro"], "er
 # ---- what is generated ------------------------------------------------------------------------------------------
 
 
-def test_the_published_script_differs_from_the_in_repo_one_only_in_its_asarg_import(tmp_path):
+def test_the_published_script_differs_from_the_in_repo_one_only_in_its_load_example(tmp_path):
     folder = build_metric_folder(tmp_path / "x", "org/x")
     assert {p.name for p in folder.iterdir()} == FOLDER - {"chexpert_ce.py"} | {"x.py"}
-    ours = (REPO / "metrics" / "chexpert_ce" / "chexpert_ce.py").read_text().splitlines()
+    ours = (METRIC / "chexpert_ce.py").read_text().splitlines()
     published = (folder / "x.py").read_text().splitlines()
     changed = [(a, b) for a, b in zip(ours, published, strict=True) if a != b]
-    assert changed == [
-        (
-            "from asarg.evaluation.clinical_efficacy import check_pair, compute_ce, validate_batch  # From: asarg",
-            "from .clinical_efficacy import check_pair, compute_ce, validate_batch",
-        ),
-        ('    >>> ce = evaluate.load("metrics/chexpert_ce")', '    >>> ce = evaluate.load("org/x")'),
-    ]
+    assert changed == [('    >>> ce = evaluate.load("metrics/chexpert_ce")', '    >>> ce = evaluate.load("org/x")')]
     assert 'Path(__file__).with_name("x.py")' in (folder / "app.py").read_text()
     assert 'evaluate.load("org/x")' in (folder / "README.md").read_text()
+    for name in ("clinical_efficacy.py", "tests.py", "requirements.txt", "LICENSE.chexpert-labeler"):
+        assert (folder / name).read_bytes() == (METRIC / name).read_bytes(), name
 
 
 def test_generated_module_says_so_and_imports_nothing_of_ours(space):
@@ -269,10 +272,98 @@ def test_sources_that_cannot_be_merged_into_one_module_are_refused(files, match,
         metric_bundle.generate_module()
 
 
-def test_a_script_with_another_asarg_import_is_refused():
-    source = (REPO / "metrics" / "chexpert_ce" / "chexpert_ce.py").read_text()
-    with pytest.raises(ValueError, match="import asarg exactly once"):
-        metric_bundle.bundle_script(source + "\nfrom asarg.evaluation.grounding import grounding_scores\n")
+def test_the_script_imports_only_libraries_and_its_generated_sibling():
+    tree = ast.parse((METRIC / "chexpert_ce.py").read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    relative = [ast.unparse(node) for node in imports if getattr(node, "level", 0)]
+    assert relative == ["from .clinical_efficacy import check_pair, compute_ce, validate_batch"]
+    absolute = {alias.name.split(".")[0] for node in imports if isinstance(node, ast.Import) for alias in node.names}
+    absolute |= {node.module.split(".")[0] for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
+    assert absolute == {"datasets", "evaluate"}
+
+
+# ---- the checked-in labeler module ------------------------------------------------------------------------------
+
+
+def test_the_checked_in_labeler_is_what_the_package_generates():
+    stale = stale_files(METRIC)
+    assert stale == [], f"metrics/chexpert_ce/{', '.join(stale)} differ from the package's labeler: run {REGENERATE}"
+
+
+def test_a_stale_copy_is_found_and_regenerated(tmp_path, capsys):
+    folder = shutil.copytree(METRIC, tmp_path / "chexpert_ce", ignore=shutil.ignore_patterns("__pycache__"))
+    module = folder / "clinical_efficacy.py"
+    module.write_text(module.read_text().replace('"Pleural Effusion"', '"Effusion"', 1))
+    (folder / "LICENSE.chexpert-labeler").unlink()
+    assert stale_files(folder) == ["clinical_efficacy.py", "LICENSE.chexpert-labeler"]
+    assert metric_bundle.main(["--folder", str(folder)]) == 1
+    assert REGENERATE in capsys.readouterr().err
+    assert metric_bundle.main(["--folder", str(folder), "--write"]) == 0
+    assert stale_files(folder) == [] and module.read_bytes() == (METRIC / "clinical_efficacy.py").read_bytes()
+
+
+def test_the_templates_test_cases_pass():
+    import evaluate
+
+    spec = importlib.util.spec_from_file_location("chexpert_ce_tests", METRIC / "tests.py")
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    assert len(cases.test_cases) >= 5
+    metric = evaluate.load(str(METRIC))
+    for case in cases.test_cases:
+        result = metric.compute(
+            predictions=case["predictions"], references=case["references"], **case.get("kwargs", {})
+        )
+        got = {key: round(result[key], 4) if isinstance(result[key], float) else result[key] for key in case["result"]}
+        assert got == case["result"], case
+        want = compute_ce(case["predictions"], case["references"], **case.get("kwargs", {}))
+        assert {key: want[key] for key in case["result"]} == {key: result[key] for key in case["result"]}
+
+
+FRESH_VENV_SCRIPT = """
+import json, sys
+try:
+    import asarg
+    raise SystemExit("asarg is importable: the test would prove nothing")
+except ImportError:
+    pass
+import evaluate
+ce = evaluate.load(sys.argv[1])
+predictions, references = json.loads(sys.argv[2])
+print(json.dumps(ce.compute(predictions=predictions, references=references)))
+"""
+
+
+@pytest.mark.slow
+def test_the_folder_loads_in_a_fresh_venv_with_evaluate_alone(tmp_path):
+    """`python -m venv` + `pip install evaluate` (what evaluate's datasets and numpy need comes with it; pip's cache
+    makes a rerun fast): asarg is not installed there, and the checked-in folder loads and scores by its path."""
+    from importlib.metadata import version
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    pip = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        f"evaluate=={version('evaluate')}",
+    ]
+    proc = subprocess.run(pip, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"pip install evaluate failed (PyPI needed): {proc.stderr[-2000:]}"
+    predictions = ["Mild cardiomegaly. No pleural effusion.", "Possible left lower lobe pneumonia."]
+    references = ["Cardiomegaly with small left pleural effusion.", "Left lower lobe pneumonia."]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
+    env |= {"HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [str(python), "-I", "-c", FRESH_VENV_SCRIPT, str(METRIC), json.dumps([predictions, references])]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == json.loads(json.dumps(compute_ce(predictions, references)))
+    assert 0 < result["f1_micro"] < 1
 
 
 # ---- the command ------------------------------------------------------------------------------------------------
@@ -343,3 +434,10 @@ def test_an_unrelated_out_folder_is_not_replaced(tmp_path, capsys):
     assert main(["org/x", "--dry-run", "--out", str(tmp_path)]) == 2
     assert "not empty and was not built by asarg push-metric" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_checked_in_folder_is_never_the_output(capsys):
+    before = {p.name: p.read_bytes() for p in METRIC.iterdir() if p.is_file()}
+    assert main(["org/chexpert_ce", "--dry-run", "--out", str(METRIC)]) == 2  # it holds clinical_efficacy.py, too
+    assert "is also an input of this command" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in METRIC.iterdir() if p.is_file()} == before
