@@ -258,6 +258,14 @@ class AsargConfig(LlavaConfig):
     seg_map_dropout (`float`): in training only, the probability that each of a sample's K maps is removed (set to
         zero, the model's "no map"), so that any subset of maps is an input the model has seen: what counterfactual
         tracing and the Space's map switch feed it. 0 (default) turns it off.
+    seg_group_dropout (`float`): in training only, the probability that each anatomical group of maps
+        (`seg_dropout_groups`) is removed from a sample as a whole, and with it the segmenter features of the patches
+        that group covers (at least half): the input that tracing a structure feeds the model. Needs `use_seg_maps`.
+        0 (default) turns it off.
+    seg_all_maps_dropout (`float`): in training only, the probability that all of a sample's maps are removed at once
+        (the features stay). 0 (default) turns it off.
+    seg_dropout_groups (`list[list[int]]` or `None`): the channel groups of `seg_group_dropout`; `None` = the groups of
+        `CXAS_ANATOMY_GROUPS` whose members are among `seg_class_names` (resolved once, then saved).
     finding_loss_weight (`float`): training only, the weight of an auxiliary multi-label loss: a linear head on the
         mean of each image's projected tokens predicts the study's findings (`finding_labels`, e.g. the 14 CheXpert
         observations), which pushes the projector to make them readable to the language model. 0 (default): no head,
@@ -284,6 +292,9 @@ class AsargConfig(LlavaConfig):
     freeze_segmenter: bool = True
     missing_seg_inputs: Literal["warn", "error"] = "warn"
     seg_map_dropout: float = 0.0
+    seg_group_dropout: float = 0.0
+    seg_all_maps_dropout: float = 0.0
+    seg_dropout_groups: list[list[int]] | None = None
     finding_loss_weight: float = 0.0
     num_finding_labels: int = 14
 
@@ -294,6 +305,8 @@ class AsargConfig(LlavaConfig):
         self.num_seg_classes = self._derive_num_seg_classes()
         if self.seg_class_names is None:
             self.seg_class_names = self._default_class_names()
+        if self.seg_group_dropout and self.seg_dropout_groups is None:
+            self.seg_dropout_groups = self.anatomy_groups()
         self._check_seg_fields()
 
     def __setattr__(self, key, value):
@@ -350,9 +363,31 @@ class AsargConfig(LlavaConfig):
             return [[int(i)] for i in self.seg_class_indices]
         return None
 
+    def anatomy_groups(self) -> list[list[int]]:
+        """The channels of each `CXAS_ANATOMY_GROUPS` group among this model's maps (groups with none, and repeats,
+        left out)."""
+        index = {name: i for i, name in enumerate(self.seg_class_names)}
+        groups = [sorted(index[n] for n in members if n in index) for members in CXAS_ANATOMY_GROUPS.values()]
+        groups = [group for i, group in enumerate(groups) if group and group not in groups[:i]]
+        if not groups:
+            raise ValueError(
+                "seg_group_dropout needs groups of maps, but no CXAS anatomy group matches seg_class_names; "
+                "give seg_dropout_groups (lists of channel indices)."
+            )
+        return groups
+
     def _check_seg_fields(self) -> None:
-        if not 0.0 <= self.seg_map_dropout < 1.0:
-            raise ValueError(f"seg_map_dropout is a probability in [0, 1), got {self.seg_map_dropout}.")
+        for name in ("seg_map_dropout", "seg_group_dropout", "seg_all_maps_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1), got {getattr(self, name)}.")
+        if self.seg_group_dropout and not self.use_seg_maps:
+            raise ValueError("seg_group_dropout removes maps: it needs use_seg_maps=True.")
+        groups = self.seg_dropout_groups or []
+        if any(not group or not all(0 <= int(i) < self.num_seg_classes for i in group) for group in groups):
+            raise ValueError(
+                f"seg_dropout_groups must be non-empty lists of channel indices below num_seg_classes="
+                f"{self.num_seg_classes}, got {groups}."
+            )
         if self.finding_loss_weight < 0 or self.num_finding_labels < 1:
             raise ValueError(
                 f"finding_loss_weight must be >= 0 and num_finding_labels >= 1, got {self.finding_loss_weight} and "

@@ -377,25 +377,53 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             self._missing_seg_inputs("segmentation maps" if need_maps else "segmentation features")
             return pixel_values.new_zeros(batch, grid[0] * grid[1], config.seg_input_width)
 
-        columns = []
+        features = maps = None
         if use_features:
             self._check_seg_tensor("seg_features", seg_features, config.seg_feature_channels, batch)
-            columns.append(_pool_to_grid(seg_features, grid))
+            features = _pool_to_grid(seg_features, grid)
         if use_maps:
             self._check_seg_tensor("seg_maps", seg_maps, config.num_seg_classes, batch)
-            columns.append(self._drop_maps(_pool_to_grid(seg_maps, grid)))
+            maps = _pool_to_grid(seg_maps, grid)
+            if self.training:
+                features, maps = self._seg_dropout(features, maps)
+        columns = [column for column in (features, maps) if column is not None]
         seg_tokens = torch.cat(columns, dim=-1) if len(columns) > 1 else columns[0]
         self._check_seg_values(seg_tokens, seg_maps if use_maps else None, given)
         return seg_tokens
 
-    def _drop_maps(self, pooled_maps: torch.Tensor) -> torch.Tensor:
-        """Map dropout (`config.seg_map_dropout`, training only): whole maps of a sample set to zero, as if absent.
-        Done after pooling, which is the same as before it (pooling is linear) and K times cheaper."""
-        p = self.config.seg_map_dropout if self.training else 0.0
-        if not p:
-            return pooled_maps
-        keep = torch.rand(pooled_maps.shape[0], 1, pooled_maps.shape[2], device=pooled_maps.device) >= p
-        return pooled_maps * keep
+    def _seg_dropout(
+        self, features: torch.Tensor | None, maps: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Training-time removal of maps (set to zero, the model's "no map"), so that what tracing feeds the model is
+        an input it has seen: single maps (`seg_map_dropout`), whole anatomical groups with the features of the
+        patches they cover (`seg_group_dropout`), or every map at once (`seg_all_maps_dropout`). Done on the pooled
+        `(B, N, K)` maps, which is the same as before pooling (pooling is linear) and cheaper."""
+        config = self.config
+        p_map, p_group, p_all = config.seg_map_dropout, config.seg_group_dropout, config.seg_all_maps_dropout
+        if not (p_map or p_group or p_all):
+            return features, maps
+        batch, _, k = maps.shape
+        drop = torch.zeros(batch, 1, k, dtype=torch.bool, device=maps.device)
+        if p_map:
+            drop |= torch.rand(batch, 1, k, device=maps.device) < p_map
+        if p_group:
+            if config.seg_dropout_groups is None:
+                raise ValueError(
+                    "seg_group_dropout is set but seg_dropout_groups is not: set both together, e.g. "
+                    "config.seg_dropout_groups = config.anatomy_groups()."
+                )
+            members = torch.zeros(len(config.seg_dropout_groups), k, device=maps.device)
+            for g, group in enumerate(config.seg_dropout_groups):
+                members[g, group] = 1.0
+            dropped = (torch.rand(batch, members.shape[0], device=maps.device) < p_group).float()
+            group_drop = (dropped @ members > 0)[:, None, :]  # (B, 1, K)
+            drop |= group_drop
+            if features is not None:  # a patch at least half covered by a removed group loses its features too
+                covered = (maps * group_drop).amax(dim=-1, keepdim=True) >= 0.5
+                features = features.masked_fill(covered, 0.0)
+        if p_all:
+            drop |= torch.rand(batch, 1, 1, device=maps.device) < p_all
+        return features, maps.masked_fill(drop, 0.0)
 
     # ---- vision + seg -> projected image tokens ---------------------------------------------------------------------
 

@@ -40,6 +40,9 @@ def load_model(args):
 
     `segmenter=none` still builds (or keeps) a segmenter: it fills the seg cache, then `strip_segmenter` removes it."""
     model, processor, on_disk = _build(args)
+    config = model.config
+    if config.seg_group_dropout and config.seg_dropout_groups is None:  # set on a loaded config: resolve it now
+        config.seg_dropout_groups = config.anatomy_groups()
     if args.freeze_vision_tower:
         model.model.vision_tower.requires_grad_(False)
     return model, processor, on_disk
@@ -54,7 +57,7 @@ def _build(args):
         if args.segmenter == "cxas":
             raise ValueError("the tiny model has the built-in U-Net; segmenter=cxas needs a LLaVA or ASaRG checkpoint")
         sizes = {"num_seg_classes": args.num_seg_classes, "seg_feature_channels": args.seg_feature_channels}
-        return (*tiny_asarg(**arm(args), **sizes, **finding_fields(args), builtin_segmenter=True), False)
+        return (*tiny_asarg(**arm(args), **sizes, **training_fields(args), builtin_segmenter=True), False)
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required: an ASaRG checkpoint, a LLaVA checkpoint or 'tiny'")
     source, revision = args.model_name_or_path, args.model_revision
@@ -64,7 +67,7 @@ def _build(args):
     model_type = AutoConfig.from_pretrained(source, revision=revision).model_type
     if model_type == "asarg":
         # names a damaged file; a new finding head (finding_loss_weight) starts from random weights
-        model = load_checked_model(source, AutoModelForImageTextToText, **kwargs, **finding_fields(args))
+        model = load_checked_model(source, AutoModelForImageTextToText, **kwargs, **training_fields(args))
         check_arm(args, model.config)
         return model, AutoProcessor.from_pretrained(source, revision=revision), True
     if model_type != "llava":
@@ -75,15 +78,19 @@ def _build(args):
         source,
     )
     model = AsargForConditionalGeneration.from_llava(
-        source, llava_kwargs=kwargs, **arm(args), **segmenter_fields(args), **finding_fields(args)
+        source, llava_kwargs=kwargs, **arm(args), **segmenter_fields(args), **training_fields(args)
     )
     llava_processor = AutoProcessor.from_pretrained(source, revision=revision)
     return model, AsargProcessor.from_llava_processor(llava_processor, model.config), False
 
 
-def finding_fields(args) -> dict:
-    """The auxiliary finding loss's weight when the recipe sets it (else the checkpoint's own)."""
-    return {} if args.finding_loss_weight is None else {"finding_loss_weight": args.finding_loss_weight}
+TRAINING_FIELDS = ("finding_loss_weight", "seg_group_dropout", "seg_all_maps_dropout")
+
+
+def training_fields(args) -> dict:
+    """The model's training-only switches (`AsargConfig`: the auxiliary finding loss, group and all-maps dropout) that
+    the recipe sets; one left unset (None) keeps the checkpoint's own."""
+    return {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
 
 
 def has_finding_head(source: str) -> bool:

@@ -84,6 +84,19 @@ class AsargModelConfig(ModelConfig):
             "help": "Auxiliary multi-label loss on the projected image tokens (0 = off); None: the checkpoint's."
         },
     )
+    seg_group_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Probability that each anatomical group of maps (and the features it covers) is removed from a "
+            "training sample (0 = off); None: the checkpoint's."
+        },
+    )
+    seg_all_maps_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Probability that all maps of a training sample are removed (0 = off); None: the checkpoint's."
+        },
+    )
 
 
 def split(data, name: str, limit: int | None):

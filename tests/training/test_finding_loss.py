@@ -1,7 +1,10 @@
-"""The auxiliary finding loss (`finding_loss_weight`) and finding-balanced sampling (`finding_balance`): off by default
+"""The auxiliary finding loss (`finding_loss_weight`), finding-balanced sampling (`finding_balance`) and the other
+training-only switches of the recipe (group dropout): off by default
 (LLaVA's parameters), a real gradient on the projector when on, added to TRL's loss, and rare findings drawn more."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -162,3 +165,24 @@ def test_a_recipe_restating_the_weight_keeps_the_trained_head(synthcxr, tmp_path
         "1e-12",
     )
     assert torch.allclose(second.model.finding_head.weight.detach(), trained, atol=1e-6)
+
+
+def test_the_recipe_sets_group_dropout_on_a_checkpoint(synthcxr, tmp_path, sft):
+    """`seg_group_dropout` / `seg_all_maps_dropout` reach a loaded checkpoint's config (the groups resolved from its
+    class names or given), and train."""
+    from test_training_recipe import run_main
+
+    first = tmp_path / "first"
+    run_main(sft, "--dataset_name", str(synthcxr), "--max_steps", "1", "--output_dir", str(first))
+    cfg = json.loads((first / "config.json").read_text())
+    cfg["seg_class_names"] = ["left lung", "right lung", "heart", "spine"][: cfg["num_seg_classes"]]
+    (first / "config.json").write_text(json.dumps(cfg))
+    from asarg.processing.checkpoints import write_checksums
+
+    write_checksums(first)
+    data = ["--dataset_name", str(synthcxr), "--max_steps", "2", "--model_name_or_path", str(first)]
+    dropout = ["--seg_group_dropout", "0.3", "--seg_all_maps_dropout", "0.1"]
+    trainer = run_main(sft, *data, *dropout, "--output_dir", str(tmp_path / "second"))
+    config = trainer.model.config
+    assert (config.seg_group_dropout, config.seg_all_maps_dropout) == (0.3, 0.1)
+    assert config.seg_dropout_groups and all(group for group in config.seg_dropout_groups)
