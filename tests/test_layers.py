@@ -30,7 +30,8 @@ FOLDERS = {  # repository folder -> (installed package name, layer)
     "training": ("asarg.training", "training"),
     "experiments": ("asarg.experiments", "experiments"),
     "asarg": ("asarg", "asarg"),
-    "spaces_demo": ("spaces_demo", "apps"),
+    "spaces_demo": ("asarg.spaces_demo", "apps"),  # installed as data packages of asarg (`asarg push-space`)
+    "metrics": ("asarg.metrics", "apps"),
     "benchmarks": ("benchmarks", "apps"),
 }
 
