@@ -1,5 +1,6 @@
 """`asarg reproduce`: the paper's experiments on SynthCXR, end to end and resumable (the grid by default; the
-continued regime with `--continued`; the embedded default model with `--default-model`)."""
+continued regime with `--continued`; the embedded default model with `--default-model`; issue 22's pre-registered
+sequential ablation with `--ablation`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from asarg.processing.outputs import OutputError, claim_run_dir
 from asarg.training.small_synth import ARMS
 
+from .ablation import QUICK_ABLATION, AblationSettings, markdown, run_ablation
 from .continued import continued
 from .default_model import default_model, export
 from .grid import reproduce
@@ -37,13 +39,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after the grid's baselines: the grown-from-LLaVA regime (continued.py)",
     )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead of the grid: issue 22's paired sequential ablation in two tower regimes (experiments/ablation.py)",
+    )
+    p.add_argument(
+        "--max-seeds", type=int, help="with --ablation: stop after the look at this many seeds (8: the first)"
+    )
     args = p.parse_args(argv)
     try:
-        identity = {"sizes": "quick" if args.quick else "full"}
+        identity = {"sizes": "quick" if args.quick else "full"} | ({"experiment": "ablation"} if args.ablation else {})
         claim_run_dir(args.out, command="reproduce", identity=identity, overwrite=args.overwrite)
     except OutputError as error:
         print(f"asarg reproduce: {error}", file=sys.stderr)
         return 2
+    if args.ablation:
+        ablation = QUICK_ABLATION if args.quick else AblationSettings()
+        ablation = replace(ablation, steps=args.steps) if args.steps else ablation
+        summary = run_ablation(args.out, ablation, args.max_seeds, train=not args.table_only)
+        print(json.dumps(summary["decisions"], indent=1))
+        print(markdown(summary))
+        return 0
     settings = QUICK if args.quick else ReproduceSettings()
     overrides = {"seeds": args.seeds, "train_sizes": args.train_sizes, "steps": args.steps, "arms": args.arms}
     settings = replace(settings, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v})

@@ -90,20 +90,40 @@ def make_data(out: Path, settings: ReproduceSettings) -> dict[str, Path]:
     return folders
 
 
-def prepare_models(out: Path, folders: dict[str, Path], settings: ReproduceSettings) -> dict[str, Path]:
-    """Stages 2-4: the specialist, the vision tower and one initial checkpoint per arm."""
-
+def prepare_specialists(out: Path, folders: dict[str, Path], settings: ReproduceSettings) -> tuple[Path, Path]:
+    """Stages 2-3: the specialist (`out/segmenter`) and the pretrained vision tower (`out/vision/vision_tower`)."""
     size = settings.spec.image_size
     if not _done(out / "segmenter" / "dice.json"):
         train_segmenter(folders["segmenter"], out / "segmenter", size=size, epochs=settings.segmenter_epochs)
     if not _done(out / "vision" / "vision_metrics.json"):
         pretrain_vision_tower(folders["vision"], out / "vision", settings.spec, epochs=settings.vision_epochs)
-    init = {arm: out / "init" / arm for arm in settings.arms}
+    return out / "segmenter", out / "vision" / "vision_tower"
+
+
+def build_init(
+    target: Path,
+    train_folder: Path,
+    tower: Path,
+    segmenter: Path,
+    settings: ReproduceSettings,
+    seed: int = 0,
+    arms: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Stage 4: one initial checkpoint per arm under `target/<arm>` (`build_arm_checkpoints`: the tokenizer of
+    `train_folder`'s training reports, the tower and specialist given, the LM and projector drawn from `seed`);
+    skipped when every arm's weights exist."""
+    arms = tuple(arms or settings.arms)
+    init = {arm: target / arm for arm in arms}
     if not all(_done(path / "model.safetensors") for path in init.values()):
-        reports = [rec["findings_text"] for rec in read_manifest(folders["rg"], "train")]
-        tower = out / "vision" / "vision_tower"
-        build_arm_checkpoints(out / "init", reports, tower, out / "segmenter", settings.arms, spec=settings.spec)
+        reports = [rec["findings_text"] for rec in read_manifest(train_folder, "train")]
+        build_arm_checkpoints(target, reports, tower, segmenter, arms, seed=seed, spec=settings.spec)
     return init
+
+
+def prepare_models(out: Path, folders: dict[str, Path], settings: ReproduceSettings) -> dict[str, Path]:
+    """Stages 2-4: the specialist, the vision tower and one initial checkpoint per arm."""
+    segmenter, tower = prepare_specialists(out, folders, settings)
+    return build_init(out / "init", folders["rg"], tower, segmenter, settings)
 
 
 def train_run(
