@@ -12,9 +12,10 @@ The sentences are SynthCXR's own wording (`LABEL_SENTENCES`, defined once here).
 positive (or negated) sentences, e.g. one per device: their probabilities add up (log-sum-exp), so the score is
 log p(any positive sentence) - log p(any negated one). No Finding has none: it is not a finding.
 
-Every (image, sentence) pair is one row of a batched forward through the model (`forward` with the image tokens
-encoded once per image and passed as `mm_encoder_outputs`); `labels` keep only the sentence's tokens (the prompt, the
-image tokens and the padding are -100), and a row's score is the sum of those tokens' log-probabilities.
+Every (image, sentence) pair is one row of a batched forward through the model (`forward`: the image tokens encoded
+once per image and passed as `mm_encoder_outputs`, the prompt run once per image and its cache shared by the image's
+sentence rows); `labels` keep only the sentence's tokens (the prompt, the image tokens and the padding are -100), and
+a row's score is the sum of those tokens' log-probabilities.
 """
 
 from __future__ import annotations
@@ -116,43 +117,56 @@ def sentence_log_likelihoods(
     **seg_inputs,
 ) -> np.ndarray:
     """(N, S): for every image and sentence, the sum of the log-probabilities of the sentence's tokens, teacher-forced
-    after the image. The vision tower and the segmenter run once per image; each (image, sentence) pair is a row of
-    the language model's forward. `seg_inputs` (`seg_maps`, `seg_features`, one row per image) replace the built-in
-    segmenter's output."""
+    after the image. The vision tower and the segmenter run once per image, and so does the prompt: its key/value
+    cache is copied to the image's S sentence rows, which then run only their own tokens (the same logits as one
+    forward over prompt + sentence, `tests/evaluation/test_label_likelihood.py`). `seg_inputs` (`seg_maps`,
+    `seg_features`, one row per image) replace the built-in segmenter's output."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     if not len(images) or not len(sentences):
         return np.zeros((len(images), len(sentences)))
     rows = sentence_rows(processor, sentences, images[0], prompt)
-    labels_all = rows["labels"]
-    n_sent, length = labels_all.shape
-    first = int((labels_all != IGNORE).float().argmax(1).min())  # the first sentence token of any row
-    keep = length - first + 1  # logits from the position that predicts it on
+    n_sent = len(sentences)
+    start = int((rows["labels"] != IGNORE).float().argmax(1).min())  # every row's sentence starts here
     device = model.device
-    ids, mask = rows["input_ids"].to(device), rows["attention_mask"].to(device)
-    targets = labels_all[:, length - keep + 1 :].to(device)
-    counted = targets != IGNORE
+    prefix = rows["input_ids"][:1, :start].to(device)
+    tail_ids = rows["input_ids"][:, start:].to(device)
+    tail_mask = rows["attention_mask"][:, start:].to(device)
+    counted = (rows["labels"][:, start:] != IGNORE).to(device)
     text = prompt_text(processor, prompt)
     out = np.zeros((len(images), n_sent))
-    for start in range(0, len(images), image_batch_size):
-        chunk = list(images[start : start + image_batch_size])
-        inputs = processor(images=chunk, text=[text] * len(chunk), return_tensors="pt").to(device)
-        extra = {k: v[start : start + len(chunk)].to(device) for k, v in seg_inputs.items() if v is not None}
+    for first in range(0, len(images), image_batch_size):
+        chunk = list(images[first : first + image_batch_size])
+        b = len(chunk)
+        inputs = processor(images=chunk, text=[text] * b, return_tensors="pt").to(device)
+        extra = {k: v[first : first + b].to(device) for k, v in seg_inputs.items() if v is not None}
         encoded = model.model.get_image_features(
             inputs["pixel_values"], seg_pixel_values=inputs.get("seg_pixel_values"), return_dict=True, **extra
         ).pooler_output
-        image_rows = [tokens for tokens in encoded for _ in range(n_sent)]
-        logits = model(
-            input_ids=ids.repeat(len(chunk), 1),
-            attention_mask=mask.repeat(len(chunk), 1),
-            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=image_rows)},
-            logits_to_keep=keep,
-        ).logits
-        logprobs = logits[:, :-1].float().log_softmax(-1)
-        tgt = targets.repeat(len(chunk), 1)
-        picked = logprobs.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]
-        sums = (picked * counted.repeat(len(chunk), 1)).sum(-1)
-        out[start : start + len(chunk)] = sums.view(len(chunk), n_sent).cpu().numpy()
+        head = model(
+            input_ids=prefix.expand(b, -1),
+            attention_mask=torch.ones(b, start, dtype=torch.long, device=device),
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=list(encoded))},
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = head.cache
+        cache.batch_repeat_interleave(n_sent)
+        tail = model(
+            input_ids=tail_ids.repeat(b, 1),
+            attention_mask=torch.cat(
+                [torch.ones(b * n_sent, start, dtype=torch.long, device=device), tail_mask.repeat(b, 1)], dim=1
+            ),
+            cache=cache,
+            use_cache=True,
+        )
+        # Token 0 of a sentence is predicted by the prompt's last position, token t + 1 by the sentence's token t.
+        first_logits = head.logits[:, -1:].repeat_interleave(n_sent, dim=0)
+        logits = torch.cat([first_logits, tail.logits[:, :-1]], dim=1).float()
+        targets = tail_ids.repeat(b, 1)
+        picked = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+        sums = (picked * counted.repeat(b, 1)).sum(-1)
+        out[first : first + b] = sums.view(b, n_sent).cpu().numpy()
     return out
 
 
