@@ -411,7 +411,7 @@ def look(out: Path, prepared: dict, n: int, settings: AblationSettings, stopped:
         decisions[regime] = decision
     record = {"look": n, "primary_endpoint": settings.primary_endpoint, "decisions": decisions, "rows": rows}
     (out / "looks").mkdir(exist_ok=True)
-    atomic_write(out / "looks" / f"look-{n}.json", json.dumps(record, indent=1).encode())
+    atomic_write(out / "looks" / f"look-{n}{_part(settings)}.json", json.dumps(record, indent=1).encode())
     return record
 
 
@@ -432,6 +432,11 @@ def regime_rows(out: Path, regime: str, seeds: list[int], metrics: dict, setting
     return rows
 
 
+def _part(settings: AblationSettings) -> str:
+    """ "" for the whole design; "-<regime>" for a process that runs one regime (one core each)."""
+    return "" if tuple(settings.regimes) == REGIMES else "-" + "-".join(settings.regimes)
+
+
 def _segmenter_dice(path: Path) -> float | None:
     try:
         return json.loads((path / "dice.json").read_text())["mean_dice"]
@@ -439,14 +444,31 @@ def _segmenter_dice(path: Path) -> float | None:
         return None
 
 
-def run_ablation(out, settings: AblationSettings | None = None, max_seeds: int | None = None, train: bool = True):
+def run_ablation(
+    out,
+    settings: AblationSettings | None = None,
+    max_seeds: int | None = None,
+    train: bool = True,
+    regimes: tuple[str, ...] | None = None,
+):
     """Every look up to `max_seeds` seeds (all looks when None), regime by regime; a regime whose primary comparison
-    stopped (success or futility) trains no more seeds. `train=False`: the looks of the finished runs only. Returns
-    the summary (also `out/summary.json`)."""
+    stopped (success or futility) trains no more seeds. `train=False`: the looks of the finished runs only.
+    `regimes`: only these (one process per regime uses two cores; their looks and summary carry the regime's name,
+    and a final run over both writes the whole design's). Returns the summary (also `out/summary.json`)."""
     settings = settings or AblationSettings()
+    if regimes:
+        unknown = set(regimes) - set(settings.regimes)
+        if unknown:
+            raise ValueError(f"regimes {sorted(unknown)} are not in the design's {settings.regimes}")
+        settings = replace(settings, regimes=tuple(r for r in settings.regimes if r in regimes))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=2, default=list).encode())
+    record = json.loads(json.dumps(asdict(replace(settings, regimes=REGIMES) if regimes else settings)))
+    held = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else None
+    if held is not None and held != record:  # a pre-registered design must not change between runs of one folder
+        differ = sorted(k for k in set(held) | set(record) if held.get(k) != record.get(k))
+        raise ValueError(f"{out} holds runs of other settings (they differ in {differ}); give a new --out folder.")
+    atomic_write(out / "settings.json", json.dumps(record, indent=2).encode())
     prepared = prepare(out, settings)
     stopped: dict = {}
     last = None
@@ -473,7 +495,7 @@ def run_ablation(out, settings: AblationSettings | None = None, max_seeds: int |
         "decisions": None if last is None else last["decisions"],
         "rows": [] if last is None else last["rows"],
     }
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=list).encode())
+    atomic_write(out / f"summary{_part(settings)}.json", json.dumps(summary, indent=1, default=list).encode())
     return summary
 
 
@@ -498,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in minutes")
     p.add_argument("--max-seeds", type=int, help="stop after the look at this many seeds (e.g. 8: the first look)")
     p.add_argument("--table-only", action="store_true", help="the looks from the finished runs only; train nothing")
+    p.add_argument("--regime", nargs="+", choices=REGIMES, help="only these regimes (one process per regime)")
     args = p.parse_args(argv)
-    summary = run_ablation(args.out, QUICK_ABLATION if args.quick else None, args.max_seeds, not args.table_only)
+    settings = QUICK_ABLATION if args.quick else None
+    summary = run_ablation(args.out, settings, args.max_seeds, not args.table_only, args.regime)
     print(json.dumps(summary["decisions"], indent=1))
     print(markdown(summary))
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from asarg.processing.outputs import OutputError, claim_run_dir
 from asarg.training.small_synth import ARMS
 
-from .ablation import QUICK_ABLATION, AblationSettings, markdown, run_ablation
+from .ablation import QUICK_ABLATION, REGIMES, AblationSettings, markdown, run_ablation
 from .continued import continued
 from .default_model import default_model, export
 from .grid import reproduce
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-seeds", type=int, help="with --ablation: stop after the look at this many seeds (8: the first)"
     )
+    p.add_argument("--regime", nargs="+", choices=REGIMES, help="with --ablation: only these tower regimes")
     args = p.parse_args(argv)
     try:
         identity = {"sizes": "quick" if args.quick else "full"} | ({"experiment": "ablation"} if args.ablation else {})
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablation:
         ablation = QUICK_ABLATION if args.quick else AblationSettings()
         ablation = replace(ablation, steps=args.steps) if args.steps else ablation
-        summary = run_ablation(args.out, ablation, args.max_seeds, train=not args.table_only)
+        summary = run_ablation(args.out, ablation, args.max_seeds, not args.table_only, args.regime)
         print(json.dumps(summary["decisions"], indent=1))
         print(markdown(summary))
         return 0

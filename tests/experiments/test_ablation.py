@@ -80,6 +80,8 @@ def test_the_quick_ablation_end_to_end_then_resumes_without_training(tmp_path, m
     removed.unlink()
     again = run_ablation(out, settings)
     assert removed.is_file()
+    with pytest.raises(ValueError, match="other settings"):  # the design cannot change under a folder's runs
+        run_ablation(out, replace(settings, steps=5))
     assert [(r["regime"], r["arm"], r["delta"]) for r in again["rows"]] == [
         (r["regime"], r["arm"], r["delta"]) for r in summary["rows"]
     ]
@@ -156,12 +158,12 @@ def test_asarg_reproduce_ablation_runs_the_quick_design_to_the_first_look(tmp_pa
 
     seen = {}
 
-    def fake(out, settings, max_seeds, train):
-        seen.update(settings=settings, max_seeds=max_seeds, train=train)
+    def fake(out, settings, max_seeds, train, regimes):
+        seen.update(settings=settings, max_seeds=max_seeds, train=train, regimes=regimes)
         return {"decisions": {}, "rows": []}
 
     monkeypatch.setattr(cli, "run_ablation", fake)
     assert cli.main(["--out", str(tmp_path / "a"), "--ablation", "--quick", "--max-seeds", "8"]) == 0
-    assert seen == {"settings": QUICK_ABLATION, "max_seeds": 8, "train": True}
-    assert cli.main(["--out", str(tmp_path / "b"), "--ablation", "--table-only"]) == 0
-    assert seen["settings"] == AblationSettings() and seen["train"] is False
+    assert seen == {"settings": QUICK_ABLATION, "max_seeds": 8, "train": True, "regimes": None}
+    assert cli.main(["--out", str(tmp_path / "b"), "--ablation", "--table-only", "--regime", "random"]) == 0
+    assert seen["settings"] == AblationSettings() and seen["train"] is False and seen["regimes"] == ["random"]
