@@ -210,7 +210,7 @@ def train_one(out: Path, path: Path, init: Path, seed: int, arm: str, prepared: 
     train_run(path, init, prepared["folders"]["train"], settings.train_studies, seed, steps, extra)
 
 
-def test_records(folder: Path) -> list[dict]:
+def scored_studies(folder: Path) -> list[dict]:
     return [rec for split in SPLITS for rec in read_manifest(folder, split)]
 
 
@@ -297,7 +297,7 @@ def evaluate_endpoints(path: Path, test: list[dict], folder: Path, variant=None,
 def run_seeds(out: Path, prepared: dict, regime: str, seeds, settings: AblationSettings, train: bool = True) -> None:
     """Train (unless `train=False`) and evaluate every run of `regime` at `seeds`."""
     folder = prepared["folders"]["test"]
-    test = test_records(folder)
+    test = scored_studies(folder)
     for seed in seeds:
         init = None
         for arm in arms_at(seed, settings):
@@ -333,7 +333,7 @@ def _metric(endpoint: str, prepared: dict):
     from asarg.evaluation.report_labeler import label_reports
     from asarg.evaluation.significance import macro_auroc_metric, micro_f1_metric
 
-    refs = [rec["findings_text"] for rec in test_records(prepared["folders"]["test"])]
+    refs = [rec["findings_text"] for rec in scored_studies(prepared["folders"]["test"])]
     if endpoint == "label_auroc":
         return macro_auroc_metric(reference_labels(refs, list(LABEL_SENTENCES)))
     return micro_f1_metric(binarize(label_reports(refs)).astype(bool))
