@@ -151,7 +151,13 @@ class AsargPreTrainedModel(LlavaPreTrainedModel):
         of a `config`) choose the seg setup, the other kwargs go to `LlavaForConditionalGeneration.from_pretrained`."""
         if _checkpoint_model_type(pretrained_model_name_or_path, kwargs) == "llava":
             return cls._from_llava_checkpoint(pretrained_model_name_or_path, *model_args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # Loading puts new parameters in place, which require gradients again: a frozen specialist stays frozen.
+        base = model.model if isinstance(model.model, AsargModel) else model
+        if isinstance(base, AsargModel) and base.segmenter is not None and model.config.freeze_segmenter:
+            base.segmenter.requires_grad_(False)
+        return loaded
 
     @classmethod
     def _from_llava_checkpoint(cls, pretrained_model_name_or_path, *model_args, **kwargs):

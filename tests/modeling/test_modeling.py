@@ -235,3 +235,20 @@ def test_the_public_seams_compose_to_get_image_features(make_asarg, strategy):
         parts = base.project_image_tokens(vision, seg)
     assert torch.equal(whole.pooler_output[0], parts[0])
     assert vision.shape[1] == seg.shape[1] + (strategy == "full")
+
+
+def test_a_frozen_segmenter_stays_frozen_after_loading(make_asarg, tmp_path):
+    """Loading puts new parameters in place (which require gradients by default): `freeze_segmenter` must survive a
+    save / load round trip, through the class and through the Auto class (the seg cache and trainable-parameter
+    counts rely on it)."""
+    from transformers import AutoModelForImageTextToText
+
+    from modeling_asarg import AsargForConditionalGeneration
+
+    model, _ = make_asarg(builtin_segmenter=True)
+    assert not any(p.requires_grad for p in model.model.segmenter.parameters())
+    model.save_pretrained(tmp_path)
+    for loader in (AsargForConditionalGeneration, AutoModelForImageTextToText):
+        loaded = loader.from_pretrained(tmp_path)
+        assert not any(p.requires_grad for p in loaded.model.segmenter.parameters()), loader.__name__
+        assert all(p.requires_grad for p in loaded.model.multi_modal_projector.parameters())
