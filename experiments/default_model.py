@@ -172,6 +172,8 @@ def export(out: Path, target: Path, repo_id: str = "org/asarg") -> Path:
     shutil.copy2(out / "default" / "scores.json", staging / "scores.json")
     if (out / "results.md").is_file():
         shutil.copy2(out / "results.md", staging / "ablation.md")
+    if (out / "headroom.md").is_file():  # `benchmarks/quality/report_headroom.py`'s table, for the card
+        shutil.copy2(out / "headroom.md", staging / "headroom.md")
     write_generations(out, staging)
     config = json.loads((staging / "config.json").read_text())
     model_card(staging, config, repo_id).save(staging / "README.md")

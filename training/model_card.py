@@ -92,8 +92,6 @@ def _training_section(scores: dict | None) -> str:
         f"2. {settings['refine_steps']} steps at {settings['refine_learning_rate']:g}, vision tower trained too, on "
         f"the train split of a fresh {n2:,} studies (seed {seed2}).\n"
     )
-    if settings.get("recipe"):
-        text += f"\nBoth stages add `{' '.join(settings['recipe'])}` to the recipe (chosen in issue 20's screening).\n"
     decoding = scores.get("decoding")
     if decoding and "sweep" in decoding:
         chosen = decoding["chosen"]
@@ -112,6 +110,8 @@ def _training_section(scores: dict | None) -> str:
             f"3. Decoding: greedy with repetition penalty {decoding['chosen']:g} (in `generation_config.json`), the "
             f"best CE micro-F1 on {decoding['validation_studies']} validation studies of seed {seed1} ({sweep}).\n"
         )
+    if settings.get("recipe"):
+        text += f"\nBoth stages add `{' '.join(settings['recipe'])}` to the recipe (chosen in issue 20's screening).\n"
     return text + f"\nScored on the hold-out seed {settings['holdout'][1]}, which no training set used.\n"
 
 
@@ -182,13 +182,36 @@ sentence to the anatomy behind it (`--ground`).
 """
 
 
+def _variants_section(folder: Path) -> str:
+    """CE-F1 as the literature reports it (14 / 5 labels, micro / macro, uncertain negative / positive), from the
+    released hold-out generations (`generations.jsonl`) when the folder has them."""
+    path = folder / "generations.jsonl"
+    if not path.is_file():
+        return ""
+    from asarg.evaluation.clinical_efficacy import compute_ce, format_variants_table
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ce = compute_ce([r["generated"] for r in rows], [r["reference"] for r in rows], variants=True)
+    return (
+        "## CE-F1 as other papers report it\n\n"
+        f"The same {len(rows)} hold-out reports (`generations.jsonl`: study id, generated report, reference, labels), "
+        "scored under each convention the literature uses, named as it names them:\n\n"
+        + format_variants_table(ce["variants"], markdown=True)
+        + "\n\n"
+    )
+
+
 def model_card(folder: Path, config: dict, repo_id: str, base_model: str | None = None):
-    """The `ModelCard` of a Hub folder (reads `scores.json` and `ablation.md` from it when present)."""
+    """The `ModelCard` of a Hub folder (reads `scores.json`, `headroom.md`, `generations.jsonl` and `ablation.md` from
+    it when present)."""
     from huggingface_hub import ModelCard
 
     folder = Path(folder)
     scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else None
     ablation = (folder / "ablation.md").read_text() if (folder / "ablation.md").is_file() else ""
+    headroom = (folder / "headroom.md").read_text() if (folder / "headroom.md").is_file() else ""
+    if headroom:
+        headroom = "## How much of what the inputs show reaches the report\n\n" + headroom.strip() + "\n\n"
     if ablation:
         ablation = "## The paper's ablation, reproduced on SynthCXR\n\n" + ablation.strip() + "\n"
     body = BODY.format(
@@ -200,7 +223,7 @@ def model_card(folder: Path, config: dict, repo_id: str, base_model: str | None 
         model=_model_section(config),
         training=_training_section(scores),
         scores=_scores_section(scores),
-        ablation=ablation,
+        ablation=headroom + _variants_section(folder) + ablation,
     )
     data = card_data(config, scores, repo_id, base_model)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
