@@ -53,6 +53,21 @@ def test_the_default_model_is_embedded_with_its_card_and_checksums():
     assert config["use_seg_features"] and config["use_seg_maps"] and config["seg_map_dropout"] > 0
 
 
+def test_the_released_generations_are_the_cards_scores_and_the_card_reports_every_ce_variant():
+    """Issue 23: the hold-out generations ship with the model, re-score to its card's CE, and the card names the CE
+    variants the literature reports."""
+    from asarg.evaluation.clinical_efficacy import compute_ce
+
+    rows = [json.loads(line) for line in (models.EMBEDDED / "generations.jsonl").read_text().splitlines()]
+    scores = json.loads((models.EMBEDDED / "scores.json").read_text())
+    assert len(rows) == scores["studies"]
+    again = compute_ce([r["generated"] for r in rows], [r["reference"] for r in rows])
+    assert again["f1_micro"] == pytest.approx(scores["ce"]["f1_micro"])
+    card = (models.EMBEDDED / "README.md").read_text()
+    for variant in ("Micro-F1-14", "Macro-F1-14", "Micro-F1-5", "Macro-F1-5", "Micro-F1-5+"):
+        assert f"| {variant} |" in card
+
+
 def test_default_model_path_assembles_a_loadable_hub_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ASARG_CACHE", str(tmp_path))
     folder = models.default_model_path()
