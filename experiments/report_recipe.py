@@ -53,6 +53,13 @@ CANDIDATES = (
         "+ finding loss (weight 1.0) + finding-balanced sampling (alpha 0.5)",
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5"),
     ),
+    # Issue 21's pilot (docs/results/tracing/PLAN.md): R5 plus the removals tracing makes, for the tracing benchmarks.
+    Candidate(
+        "T1",
+        "R5 + group dropout (0.3) + all-maps dropout (0.1)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5")
+        + ("--seg_group_dropout", "0.3", "--seg_all_maps_dropout", "0.1"),
+    ),
 )
 
 
