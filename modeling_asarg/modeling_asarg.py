@@ -154,7 +154,7 @@ class AsargPreTrainedModel(LlavaPreTrainedModel):
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         # Loading puts new parameters in place, which require gradients again: a frozen specialist stays frozen.
-        base = model.model if isinstance(model.model, AsargModel) else model
+        base = model if isinstance(model, AsargModel) else getattr(model, "model", None)
         if isinstance(base, AsargModel) and base.segmenter is not None and model.config.freeze_segmenter:
             base.segmenter.requires_grad_(False)
         return loaded

@@ -93,12 +93,12 @@ def training_fields(args) -> dict:
     return {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
 
 
-def has_finding_head(source: str) -> bool:
+def has_finding_head(source: str, revision: str | None = None) -> bool:
     """Whether the checkpoint at `source` was saved with a finding head (its config's `finding_loss_weight` > 0): a
     recipe that restates the weight then keeps the trained head instead of starting a new one."""
     if source == "tiny" or not source:
         return False
-    return getattr(AutoConfig.from_pretrained(source), "finding_loss_weight", 0) > 0
+    return getattr(AutoConfig.from_pretrained(source, revision=revision), "finding_loss_weight", 0) > 0
 
 
 def check_arm(args, config) -> None:

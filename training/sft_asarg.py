@@ -314,7 +314,9 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
     findings = model.config.finding_loss_weight > 0
     if findings or script_args.finding_balance:
         train = with_finding_labels(train)
-        new_head = model_args.finding_loss_weight is not None and not has_finding_head(model_args.model_name_or_path)
+        new_head = model_args.finding_loss_weight is not None and not has_finding_head(
+            model_args.model_name_or_path, model_args.model_revision
+        )
         if findings and new_head and resume is None:
             init_finding_head(model, train)
         train = balance_by_findings(train, script_args.finding_balance, training_args.seed)

@@ -243,7 +243,7 @@ def test_a_frozen_segmenter_stays_frozen_after_loading(make_asarg, tmp_path):
     counts rely on it)."""
     from transformers import AutoModelForImageTextToText
 
-    from modeling_asarg import AsargForConditionalGeneration
+    from modeling_asarg import AsargForConditionalGeneration, AsargModel
 
     model, _ = make_asarg(builtin_segmenter=True)
     assert not any(p.requires_grad for p in model.model.segmenter.parameters())
@@ -252,3 +252,6 @@ def test_a_frozen_segmenter_stays_frozen_after_loading(make_asarg, tmp_path):
         loaded = loader.from_pretrained(tmp_path)
         assert not any(p.requires_grad for p in loaded.model.segmenter.parameters()), loader.__name__
         assert all(p.requires_grad for p in loaded.model.multi_modal_projector.parameters())
+    model.model.save_pretrained(tmp_path / "base")  # the base model alone loads the same way
+    base = AsargModel.from_pretrained(tmp_path / "base")
+    assert not any(p.requires_grad for p in base.segmenter.parameters())
