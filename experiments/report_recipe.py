@@ -60,6 +60,12 @@ CANDIDATES = (
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5")
         + ("--seg_group_dropout", "0.3", "--seg_all_maps_dropout", "0.1"),
     ),
+    # Session 7: the language model reads the finding classifier's verdicts (PLAN.md, R6).
+    Candidate(
+        "R6",
+        "R5 + finding tokens (the finding classifier's verdicts as one image token per finding)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true"),
+    ),
 )
 
 

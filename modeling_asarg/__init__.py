@@ -28,7 +28,7 @@ from .modeling_asarg import (
     AsargUNetSegmenter,
     build_segmenter,
 )
-from .processing_asarg import AsargProcessor
+from .processing_asarg import AsargProcessor, finding_token_count
 
 AutoConfig.register("asarg", AsargConfig, exist_ok=True)
 # AutoModel gives the generating model (as for InternVL, MiniCPM-V): `AutoModel.from_pretrained("org/asarg",
@@ -52,6 +52,7 @@ __all__ = [
     "AsargMultiModalProjector",
     "AsargPreTrainedModel",
     "AsargProcessor",
+    "finding_token_count",
     "AsargSegLinear",
     "AsargSegmenterConfig",
     "AsargUNetSegmenter",

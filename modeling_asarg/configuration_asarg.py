@@ -270,6 +270,11 @@ class AsargConfig(LlavaConfig):
         mean of each image's projected tokens predicts the study's findings (`finding_labels`, e.g. the 14 CheXpert
         observations), which pushes the projector to make them readable to the language model. 0 (default): no head,
         LLaVA's parameters. Generation never uses the head.
+    finding_tokens (`bool`): finding tokens (needs `finding_loss_weight > 0`, which then trains them instead of the
+        linear head): a per-finding attention-pooling classifier on each image's projected tokens, and one extra image
+        token per finding after them, `absent + p * (present - absent)` with p its (detached) probability, so the
+        language model reads the classifier's verdicts directly (as in PromptMRG's diagnosis prompts). The processor
+        then expands each image placeholder by `num_finding_labels` more tokens. False (default): LLaVA's sequence.
     num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
     """
 
@@ -296,6 +301,7 @@ class AsargConfig(LlavaConfig):
     seg_all_maps_dropout: float = 0.0
     seg_dropout_groups: list[list[int]] | None = None
     finding_loss_weight: float = 0.0
+    finding_tokens: bool = False
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -392,6 +398,10 @@ class AsargConfig(LlavaConfig):
             raise ValueError(
                 f"finding_loss_weight must be >= 0 and num_finding_labels >= 1, got {self.finding_loss_weight} and "
                 f"{self.num_finding_labels}."
+            )
+        if self.finding_tokens and not self.finding_loss_weight:
+            raise ValueError(
+                "finding_tokens need their classifier trained: set finding_loss_weight > 0 (the finding loss) too."
             )
         if self.num_seg_classes < 1:
             raise ValueError(f"num_seg_classes must be >= 1, got {self.num_seg_classes}.")

@@ -110,6 +110,35 @@ class AsargMultiModalProjector(nn.Module):
         return self.linear_2(self.act(hidden_states))
 
 
+class AsargFindingTokens(nn.Module):
+    """Finding tokens (`config.finding_tokens`): a classifier on each image's projected tokens whose verdicts the
+    language model reads as `num_finding_labels` extra image tokens.
+
+    Each finding k pools the image tokens with its own attention query (`queries[k]`) and scores the pooled vector
+    (`weight[k]`, `bias[k]`); its token is `absent[k] + p_k * (present[k] - absent[k])` with `p_k` the sigmoid of that
+    score, detached, so only the finding loss trains the classifier and the language model learns to read it."""
+
+    def __init__(self, config: AsargConfig):
+        super().__init__()
+        findings, hidden = config.num_finding_labels, config.text_config.hidden_size
+        self.queries = nn.Parameter(torch.empty(findings, hidden))
+        self.weight = nn.Parameter(torch.empty(findings, hidden))
+        self.bias = nn.Parameter(torch.empty(findings))
+        self.absent = nn.Parameter(torch.empty(findings, hidden))
+        self.present = nn.Parameter(torch.empty(findings, hidden))
+
+    def logits(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens -> `(B, K)` finding logits."""
+        scores = torch.einsum("bnh,kh->bkn", image_tokens, self.queries) * image_tokens.shape[-1] ** -0.5
+        pooled = torch.einsum("bkn,bnh->bkh", scores.softmax(-1), image_tokens)
+        return (pooled * self.weight).sum(-1) + self.bias
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens -> `(B, K, H)` finding tokens."""
+        present = self.logits(image_tokens).detach().sigmoid()[..., None].to(self.present.dtype)
+        return self.absent + present * (self.present - self.absent)
+
+
 def _checkpoint_model_type(pretrained_model_name_or_path, kwargs: dict) -> str | None:
     """`model_type` in a checkpoint's config.json; None when there is none to read (e.g. a weights-only folder)."""
     if pretrained_model_name_or_path is None:
@@ -130,6 +159,14 @@ class AsargPreTrainedModel(LlavaPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, AsargSegLinear):
             init.zeros_(module.weight)  # like every `init` function, it leaves weights loaded from a checkpoint alone
+        elif isinstance(module, AsargFindingTokens):
+            # unit-variance scores from the start (the recipe then sets the bias to the training prevalences); the
+            # two token tables like the language model's embeddings
+            for weight in (module.queries, module.weight):
+                init.normal_(weight, std=weight.shape[-1] ** -0.5)
+            init.zeros_(module.bias)
+            for table in (module.absent, module.present):
+                init.normal_(table, std=self.config.text_config.initializer_range)
 
     @classmethod
     def is_custom_code(cls) -> bool:
@@ -249,6 +286,7 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         self.segmenter = build_segmenter(config.segmenter_config) if config.segmenter_config else None
         if self.segmenter is not None and config.freeze_segmenter:
             self.segmenter.requires_grad_(False)
+        self.finding_tokens = AsargFindingTokens(config) if config.finding_tokens else None
         self.post_init()
 
     def train(self, mode: bool = True):
@@ -463,7 +501,8 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         """The projected image tokens `(B, N, H)` of vision tokens `(B, N, D)` and their seg columns on the patch grid
         (`get_seg_tokens`, `(B, gh*gw, C+K)`, or None when seg is off). A CLS token (strategy "full") has no location:
         it gets zero seg columns. Public seam, with `get_vision_features` and `get_seg_tokens`, for counterfactuals
-        that change one image's seg columns without running the vision tower again."""
+        that change one image's seg columns without running the vision tower again. With `config.finding_tokens` the
+        K finding tokens follow the N image tokens: `(B, N + K, H)`."""
         if seg_tokens is not None and seg_tokens.shape[1] == vision_features.shape[1] - 1:
             seg_tokens = torch.cat([seg_tokens.new_zeros(seg_tokens.shape[0], 1, seg_tokens.shape[2]), seg_tokens], 1)
         if seg_tokens is not None and seg_tokens.shape[1] != vision_features.shape[1]:
@@ -471,7 +510,17 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
                 f"The vision tower gave {vision_features.shape[1]} tokens per image but the patch grid has "
                 f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
             )
-        return self.multi_modal_projector(vision_features, seg_tokens)
+        projected = self.multi_modal_projector(vision_features, seg_tokens)
+        if self.finding_tokens is None:
+            return projected
+        return torch.cat([projected, self.finding_tokens(projected)], 1)
+
+    def finding_logits(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, K)` logits of the finding-token classifier (`config.finding_tokens`) for `(B, N + K, H)` image tokens as
+        `project_image_tokens` returns them (the last K are the finding tokens themselves)."""
+        if self.finding_tokens is None:
+            raise ValueError("This model has no finding tokens (config.finding_tokens is False).")
+        return self.finding_tokens.logits(image_tokens[:, : -self.config.num_finding_labels])
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """LLaVA's, with a message that counts image tokens against image features (LLaVA's counts feature elements)
@@ -494,6 +543,7 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         vision = self.config.vision_config
         per_image = (vision.image_size // vision.patch_size) ** 2
         per_image += self.config.vision_feature_select_strategy == "full"  # CLS kept
+        per_image += self.config.num_finding_labels if self.config.finding_tokens else 0
         features = image_features.shape[0]
         count = str(features)
         if features % per_image == 0:
@@ -629,8 +679,10 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             config.gradient_checkpointing = True
         self.model = AsargModel(config)
         # Off by default (no head: LLaVA's parameters): the auxiliary multi-label loss on the projected image tokens.
+        # With finding tokens the finding loss trains their classifier (`AsargModel.finding_tokens`) instead.
         hidden = config.text_config.hidden_size
-        self.finding_head = nn.Linear(hidden, config.num_finding_labels) if config.finding_loss_weight > 0 else None
+        linear_head = config.finding_loss_weight > 0 and not config.finding_tokens
+        self.finding_head = nn.Linear(hidden, config.num_finding_labels) if linear_head else None
         self.post_init()
 
     @can_return_tuple
@@ -692,22 +744,25 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
         return outputs
 
     def finding_loss(self, image_outputs, finding_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, binary cross-entropy) of the finding head on each image's mean projected token; entries of
-        `finding_labels` below 0 are ignored."""
-        if self.finding_head is None:
+        """(logits, binary cross-entropy) of the finding head on each image's mean projected token, or of the
+        finding-token classifier (`config.finding_tokens`); entries of `finding_labels` below 0 are ignored."""
+        if self.finding_head is None and self.model.finding_tokens is None:
             raise ValueError(
                 "finding_labels were given, but this model has no finding head: set config.finding_loss_weight > 0 "
                 "(the auxiliary multi-label loss) before building the model, or drop the finding_labels column."
             )
         if image_outputs is None:
             raise ValueError("finding_labels need images: pass pixel_values with them.")
-        pooled = torch.stack([tokens.mean(0) for tokens in image_outputs.pooler_output])
-        if pooled.shape[0] != finding_labels.shape[0] or finding_labels.shape[-1] != self.config.num_finding_labels:
+        tokens = torch.stack(list(image_outputs.pooler_output))
+        if tokens.shape[0] != finding_labels.shape[0] or finding_labels.shape[-1] != self.config.num_finding_labels:
             raise ValueError(
-                f"finding_labels has shape {tuple(finding_labels.shape)} but the batch has {pooled.shape[0]} images and "
+                f"finding_labels has shape {tuple(finding_labels.shape)} but the batch has {tokens.shape[0]} images and "
                 f"the head {self.config.num_finding_labels} labels: give one row per image (one image per sample)."
             )
-        logits = self.finding_head(pooled)
+        if self.finding_head is None:
+            logits = self.model.finding_logits(tokens)
+        else:
+            logits = self.finding_head(tokens.mean(1))
         target = finding_labels.to(logits.dtype)
         known = (target >= 0).to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), weight=known, reduction="sum")
@@ -810,6 +865,7 @@ ASARG_CONFIG_FIELDS = tuple(
 
 __all__ = [
     "AsargCxasUNetSegmenter",
+    "AsargFindingTokens",
     "AsargForConditionalGeneration",
     "AsargModel",
     "AsargMultiModalProjector",

@@ -130,6 +130,11 @@ def seg_pixel_array(image: Image.Image, side: int, mean=IMAGENET_MEAN, std=IMAGE
     return array.transpose(2, 0, 1)
 
 
+def finding_token_count(config) -> int:
+    """The image tokens an ASaRG `config` appends per image after the patch tokens: its finding tokens, or 0."""
+    return config.num_finding_labels if getattr(config, "finding_tokens", False) else 0
+
+
 def _flatten_images(images) -> list:
     if isinstance(images, (list, tuple)):
         return [leaf for item in images for leaf in _flatten_images(item)]
@@ -145,6 +150,8 @@ class AsargProcessor(LlavaProcessor):
         seg_image_mean, seg_image_std: normalisation of `seg_pixel_values` (ImageNet, as CXAS).
         num_seg_classes (`int`, *optional*): K; masks given with `segmentation_maps=` must have K channels.
         pad_to_square (`bool`): pad images (and masks) to a centred square with black before resizing.
+        num_finding_tokens (`int`): image tokens the model appends to each image's after the patch tokens (its
+            finding tokens, `config.finding_tokens`: `num_finding_labels`; 0 without them).
     """
 
     def __init__(
@@ -161,8 +168,10 @@ class AsargProcessor(LlavaProcessor):
         seg_image_std=IMAGENET_STD,
         num_seg_classes=None,
         pad_to_square=True,
+        num_finding_tokens=0,
         **kwargs,
     ):
+        self.num_finding_tokens = num_finding_tokens
         self.seg_image_size = seg_image_size
         self.seg_image_mean = list(seg_image_mean)
         self.seg_image_std = list(seg_image_std)
@@ -196,8 +205,19 @@ class AsargProcessor(LlavaProcessor):
             "seg_image_mean": getattr(segmenter, "image_mean", None) or IMAGENET_MEAN,
             "seg_image_std": getattr(segmenter, "image_std", None) or IMAGENET_STD,
             "num_seg_classes": getattr(config, "num_seg_classes", None),
+            "num_finding_tokens": finding_token_count(config),
         }
         return cls(**{**settings, **kwargs})
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        """LLaVA's image tokens for one image, then one per finding token."""
+        return super().replace_image_token(image_inputs, image_idx, **kwargs) + self.image_token * self.num_finding_tokens
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+        data = super()._get_num_multimodal_tokens(image_sizes=image_sizes, **kwargs)
+        if "num_image_tokens" in data:
+            data.num_image_tokens = [count + self.num_finding_tokens for count in data.num_image_tokens]
+        return data
 
     @property
     def model_input_names(self) -> list[str]:
@@ -299,6 +319,7 @@ class AsargProcessor(LlavaProcessor):
 __all__ = [
     "AsargProcessor",
     "DEFAULT_CHAT_TEMPLATE",
+    "finding_token_count",
     "min_max_to_uint8",
     "pad_to_square",
     "seg_pixel_array",

@@ -11,7 +11,13 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from asarg.processing.checkpoints import check_code
 from asarg.processing.checkpoints import load_model as load_checked_model
 from asarg.processing.compat import lora_target_matches
-from modeling_asarg import AsargForConditionalGeneration, AsargProcessor, cxas_seg_config, default_segmenter_config
+from modeling_asarg import (
+    AsargForConditionalGeneration,
+    AsargProcessor,
+    cxas_seg_config,
+    default_segmenter_config,
+    finding_token_count,
+)
 
 logger = logging.getLogger("asarg.sft")
 SEGMENTERS = ("builtin", "cxas", "none")
@@ -41,6 +47,7 @@ def load_model(args):
     `segmenter=none` still builds (or keeps) a segmenter: it fills the seg cache, then `strip_segmenter` removes it."""
     model, processor, on_disk = _build(args)
     config = model.config
+    processor.num_finding_tokens = finding_token_count(config)  # a recipe may switch finding tokens on
     if config.seg_group_dropout and config.seg_dropout_groups is None:  # set on a loaded config: resolve it now
         config.seg_dropout_groups = config.anatomy_groups()
     if args.freeze_vision_tower:
@@ -84,7 +91,7 @@ def _build(args):
     return model, AsargProcessor.from_llava_processor(llava_processor, model.config), False
 
 
-TRAINING_FIELDS = ("finding_loss_weight", "seg_group_dropout", "seg_all_maps_dropout")
+TRAINING_FIELDS = ("finding_loss_weight", "finding_tokens", "seg_group_dropout", "seg_all_maps_dropout")
 
 
 def training_fields(args) -> dict:
@@ -93,12 +100,15 @@ def training_fields(args) -> dict:
     return {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
 
 
-def has_finding_head(source: str, revision: str | None = None) -> bool:
-    """Whether the checkpoint at `source` was saved with a finding head (its config's `finding_loss_weight` > 0): a
-    recipe that restates the weight then keeps the trained head instead of starting a new one."""
+def has_finding_head(source: str, revision: str | None = None, tokens: bool = False) -> bool:
+    """Whether the checkpoint at `source` was saved with the finding head a recipe trains (its config's
+    `finding_loss_weight` > 0; with `tokens`, the finding-token classifier, else the linear head): a recipe that
+    restates the weight then keeps the trained head instead of starting a new one."""
     if source == "tiny" or not source:
         return False
-    return getattr(AutoConfig.from_pretrained(source, revision=revision), "finding_loss_weight", 0) > 0
+    config = AutoConfig.from_pretrained(source, revision=revision)
+    saved_tokens = bool(getattr(config, "finding_tokens", False))
+    return getattr(config, "finding_loss_weight", 0) > 0 and saved_tokens == tokens
 
 
 def check_arm(args, config) -> None:

@@ -78,6 +78,13 @@ class AsargModelConfig(ModelConfig):
     num_seg_classes: int = field(default=AsargConfig.num_seg_classes, metadata={"help": "builtin: maps (K)."})
     seg_feature_channels: int = field(default=AsargConfig.seg_feature_channels, metadata={"help": "builtin: C."})
     freeze_vision_tower: bool = field(default=True, metadata={"help": "LLaVA-1.5 keeps CLIP frozen."})
+    finding_tokens: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Finding tokens: the finding loss trains a classifier whose verdicts the language model reads as "
+            "one extra image token per finding (needs finding_loss_weight > 0); None: the checkpoint's."
+        },
+    )
     finding_loss_weight: float | None = field(
         default=None,
         metadata={
@@ -131,9 +138,10 @@ def init_finding_head(model, ds) -> None:
     labels = np.asarray(ds["finding_labels"])
     known = (labels >= 0).sum(0).clip(min=1)
     prevalence = ((labels == 1).sum(0) / known).clip(1e-3, 1 - 1e-3)
+    head = model.finding_head if model.finding_head is not None else model.model.finding_tokens
     with torch.no_grad():
-        model.finding_head.bias.copy_(torch.as_tensor(np.log(prevalence / (1 - prevalence))))
-        model.finding_head.weight.normal_(0.0, model.finding_head.in_features**-0.5)
+        head.bias.copy_(torch.as_tensor(np.log(prevalence / (1 - prevalence))))
+        head.weight.normal_(0.0, head.weight.shape[-1] ** -0.5)
 
 
 def balance_by_findings(ds, alpha: float, seed: int):
@@ -315,7 +323,7 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
     if findings or script_args.finding_balance:
         train = with_finding_labels(train)
         new_head = model_args.finding_loss_weight is not None and not has_finding_head(
-            model_args.model_name_or_path, model_args.model_revision
+            model_args.model_name_or_path, model_args.model_revision, tokens=model.config.finding_tokens
         )
         if findings and new_head and resume is None:
             init_finding_head(model, train)

@@ -17,7 +17,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from asarg.processing.checkpoints import write_checksums
 from asarg.training.tiny import tiny_tokenizer
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, AsargSegmenterConfig
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count, AsargSegmenterConfig
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ def small_synth_processor(tokenizer, config: AsargConfig, spec: SmallSynthSpec =
         num_additional_image_tokens=1,  # CLIP's CLS token
         seg_image_size=segmenter.image_size if segmenter is not None else None,
         num_seg_classes=config.num_seg_classes,
+        num_finding_tokens=finding_token_count(config),
     )
 
 

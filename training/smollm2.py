@@ -28,7 +28,7 @@ from transformers import AddedToken, AutoConfig, LlamaConfig, LlavaConfig
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.outputs import check_output_dir, staged_dir
 from asarg.training.small_synth import SMALL_SYNTH, image_processor, vision_config
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count
 from modeling_asarg.modeling_asarg import ASARG_CONFIG_FIELDS
 
 logger = logging.getLogger("asarg.smollm2")
@@ -201,6 +201,7 @@ def smollm2_processor(tokenizer, config: AsargConfig, sources: Sources) -> Asarg
         seg_image_size=segmenter.image_size if segmenter is not None else None,
         num_seg_classes=config.num_seg_classes,
         **seg_image,
+        num_finding_tokens=finding_token_count(config),
     )
 
 

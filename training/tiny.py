@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, default_segmenter_config
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count, default_segmenter_config
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 DEFAULT_CORPUS = [
@@ -107,6 +107,7 @@ def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
         num_additional_image_tokens=1,  # CLIP's CLS token
         seg_image_size=segmenter.image_size if segmenter is not None else None,
         num_seg_classes=getattr(config, "num_seg_classes", None),
+        num_finding_tokens=finding_token_count(config),
     )
 
 
