@@ -211,7 +211,9 @@ class AsargProcessor(LlavaProcessor):
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         """LLaVA's image tokens for one image, then one per finding token."""
-        return super().replace_image_token(image_inputs, image_idx, **kwargs) + self.image_token * self.num_finding_tokens
+        return (
+            super().replace_image_token(image_inputs, image_idx, **kwargs) + self.image_token * self.num_finding_tokens
+        )
 
     def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
         data = super()._get_num_multimodal_tokens(image_sizes=image_sizes, **kwargs)

@@ -17,7 +17,13 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from asarg.processing.checkpoints import write_checksums
 from asarg.training.tiny import tiny_tokenizer
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count, AsargSegmenterConfig
+from modeling_asarg import (
+    AsargConfig,
+    AsargForConditionalGeneration,
+    AsargProcessor,
+    AsargSegmenterConfig,
+    finding_token_count,
+)
 
 
 @dataclass(frozen=True)

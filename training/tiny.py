@@ -9,7 +9,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count, default_segmenter_config
+from modeling_asarg import (
+    AsargConfig,
+    AsargForConditionalGeneration,
+    AsargProcessor,
+    default_segmenter_config,
+    finding_token_count,
+)
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 DEFAULT_CORPUS = [

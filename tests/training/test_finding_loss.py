@@ -186,3 +186,20 @@ def test_the_recipe_sets_group_dropout_on_a_checkpoint(synthcxr, tmp_path, sft):
     config = trainer.model.config
     assert (config.seg_group_dropout, config.seg_all_maps_dropout) == (0.3, 0.1)
     assert config.seg_dropout_groups and all(group for group in config.seg_dropout_groups)
+
+
+def test_the_recipe_switches_them_on_and_trains_the_classifier(synthcxr, tmp_path, sft):
+    """`--finding_tokens true` on a model without them: the classifier starts from the training prevalences and
+    trains, and the saved processor expands each image by the finding tokens."""
+    from test_training_recipe import run_main
+    from transformers import AutoProcessor
+
+    out = tmp_path / "out"
+    findings = ["--finding_loss_weight", "1.0", "--finding_tokens", "true", "--max_steps", "3"]
+    trainer = run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), *findings)
+    head = trainer.model.model.finding_tokens
+    assert head is not None and trainer.model.finding_head is None
+    assert head.bias.abs().max() > 0.5  # the recipe started it from the training prevalences
+    logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
+    assert logged
+    assert AutoProcessor.from_pretrained(out).num_finding_tokens == trainer.model.config.num_finding_labels

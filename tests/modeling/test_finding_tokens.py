@@ -1,0 +1,94 @@
+"""Finding tokens (`config.finding_tokens`): the finding classifier's verdicts as one extra image token per finding,
+which the language model reads. Off by default (LLaVA's sequence); on, the processor, the model, `generate`, saving
+and the SFT recipe agree on the longer image sequence, and only the finding loss trains the classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import prompt_for, xray_like
+
+
+def _inputs(processor, images: int = 2):
+    return processor(
+        images=[xray_like(seed=i) for i in range(images)], text=[prompt_for(processor)] * images, return_tensors="pt"
+    )
+
+
+def test_off_by_default_the_sequence_is_llavas(make_asarg):
+    model, processor = make_asarg()
+    assert model.model.finding_tokens is None and processor.num_finding_tokens == 0
+    on_model, on_processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    off = (_inputs(processor)["input_ids"] == model.config.image_token_id).sum(1)
+    on = (_inputs(on_processor)["input_ids"] == on_model.config.image_token_id).sum(1)
+    assert torch.equal(on, off + on_model.config.num_finding_labels)
+
+
+def test_they_need_the_finding_loss():
+    from transformers import AutoTokenizer  # noqa: F401 (the tiny tokenizer is built below)
+
+    from asarg.training.tiny import tiny_asarg_config, tiny_tokenizer
+
+    with pytest.raises(ValueError, match="finding_loss_weight"):
+        tiny_asarg_config(tiny_tokenizer(), finding_tokens=True)
+
+
+def test_the_tokens_carry_the_classifiers_verdict_and_change_the_report_logits(make_asarg):
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    head = model.model.finding_tokens
+    with torch.no_grad():
+        head.present.normal_(0, 1.0)  # distinct token tables, as after training
+    inputs = _inputs(processor, images=1)
+    base = model(**inputs).logits
+    tokens = model.model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output[0]
+    with torch.no_grad():
+        head.bias[3] = 20.0  # finding 3 certain
+        lifted = model(**inputs).logits
+    tokens_after = model.model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output[0]
+    k = model.config.num_finding_labels
+    assert tokens.shape[0] == tokens_after.shape[0] and tokens.shape[0] > k
+    changed = (tokens_after - tokens).abs().sum(-1) > 1e-6
+    assert changed.nonzero().flatten().tolist() == [tokens.shape[0] - k + 3]  # only finding 3's token moved ...
+    assert torch.allclose(tokens_after[-k + 3], head.present[3], atol=1e-4)  # ... to "present"
+    assert not torch.allclose(base, lifted)  # and the language model reads it
+
+
+def test_only_the_finding_loss_trains_the_classifier(make_asarg):
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    model.train()
+    inputs = _inputs(processor)
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    head = model.model.finding_tokens
+    assert head.queries.grad is None or head.queries.grad.abs().sum() == 0  # the verdict is detached
+    assert head.present.grad.abs().sum() > 0  # the token tables learn from the report
+    model.zero_grad()
+    out = model(**inputs, finding_labels=torch.ones(2, model.config.num_finding_labels))
+    assert out.finding_logits.shape == (2, model.config.num_finding_labels) and model.finding_head is None
+    out.finding_loss.backward()
+    assert head.weight.grad.abs().sum() > 0 and head.queries.grad.abs().sum() > 0
+    assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+
+
+def test_saved_and_loaded_they_generate_with_the_same_sequence(make_asarg, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, loaded_processor = (
+        AutoModelForImageTextToText.from_pretrained(tmp_path),
+        AutoProcessor.from_pretrained(tmp_path),
+    )
+    assert loaded_processor.num_finding_tokens == model.config.num_finding_labels
+    inputs = _inputs(loaded_processor, images=1)
+    expected = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert torch.equal(loaded.generate(**inputs, max_new_tokens=4, do_sample=False), expected)
+    sizes = loaded_processor._get_num_multimodal_tokens(image_sizes=[(32, 32)])
+    assert sizes.num_image_tokens[0] == int((inputs["input_ids"] == loaded.config.image_token_id).sum())
+
+
+def test_a_processor_without_them_gets_a_clear_error(make_asarg):
+    model, _ = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    _, plain = make_asarg()
+    with pytest.raises(ValueError, match=r"exactly \d+ image tokens"):
+        model(**_inputs(plain, images=1))
