@@ -66,6 +66,13 @@ CANDIDATES = (
         "R5 + finding tokens (the finding classifier's verdicts as one image token per finding)",
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true"),
     ),
+    # R6's classifier was still weak after 800 joint steps (Support Devices AUROC 0.55): align it first (PLAN.md, R7).
+    Candidate(
+        "R7",
+        "R6 + finding alignment (projector + classifier on the findings alone first, thresholds on held-out studies)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + ("--finding_alignment_epochs", "40"),
+    ),
 )
 
 

@@ -275,6 +275,9 @@ class AsargConfig(LlavaConfig):
         token per finding after them, `absent + p * (present - absent)` with p its (detached) probability, so the
         language model reads the classifier's verdicts directly (as in PromptMRG's diagnosis prompts). The processor
         then expands each image placeholder by `num_finding_labels` more tokens. False (default): LLaVA's sequence.
+    finding_thresholds (`list[float]` or `None`): with `finding_tokens`, one probability per finding at which its
+        token is half-way between absent and present (set by the recipe's finding alignment: the threshold of best F1
+        on held-out training studies); `None` = 0.5.
     num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
     """
 
@@ -302,6 +305,7 @@ class AsargConfig(LlavaConfig):
     seg_dropout_groups: list[list[int]] | None = None
     finding_loss_weight: float = 0.0
     finding_tokens: bool = False
+    finding_thresholds: list[float] | None = None
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -398,6 +402,13 @@ class AsargConfig(LlavaConfig):
             raise ValueError(
                 f"finding_loss_weight must be >= 0 and num_finding_labels >= 1, got {self.finding_loss_weight} and "
                 f"{self.num_finding_labels}."
+            )
+        thresholds = self.finding_thresholds
+        if thresholds is not None and (
+            len(thresholds) != self.num_finding_labels or not all(0 < t < 1 for t in thresholds)
+        ):
+            raise ValueError(
+                f"finding_thresholds must be {self.num_finding_labels} probabilities in (0, 1), got {thresholds}."
             )
         if self.finding_tokens and not self.finding_loss_weight:
             raise ValueError(

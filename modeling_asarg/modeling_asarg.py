@@ -116,10 +116,12 @@ class AsargFindingTokens(nn.Module):
 
     Each finding k pools the image tokens with its own attention query (`queries[k]`) and scores the pooled vector
     (`weight[k]`, `bias[k]`); its token is `absent[k] + p_k * (present[k] - absent[k])` with `p_k` the sigmoid of that
-    score, detached, so only the finding loss trains the classifier and the language model learns to read it."""
+    score, detached, so only the finding loss trains the classifier and the language model learns to read it. With
+    `config.finding_thresholds`, `p_k` is taken relative to finding k's threshold (0.5 exactly at it)."""
 
     def __init__(self, config: AsargConfig):
         super().__init__()
+        self.config = config
         findings, hidden = config.num_finding_labels, config.text_config.hidden_size
         self.queries = nn.Parameter(torch.empty(findings, hidden))
         self.weight = nn.Parameter(torch.empty(findings, hidden))
@@ -135,7 +137,10 @@ class AsargFindingTokens(nn.Module):
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """`(B, N, H)` projected image tokens -> `(B, K, H)` finding tokens."""
-        present = self.logits(image_tokens).detach().sigmoid()[..., None].to(self.present.dtype)
+        logits = self.logits(image_tokens).detach()
+        if self.config.finding_thresholds is not None:
+            logits = logits - torch.tensor(self.config.finding_thresholds, device=logits.device).logit()
+        present = logits.sigmoid()[..., None].to(self.present.dtype)
         return self.absent + present * (self.present - self.absent)
 
 

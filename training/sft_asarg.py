@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -25,10 +26,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from asarg.evaluation.report_labeler import label_reports
+from asarg.processing.atomic import atomic_write
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
 from asarg.processing.outputs import OutputError, check_output_dir, read_marker, write_marker
 from asarg.training.checkpoints import checkpoint_problem, latest_complete_checkpoint
+from asarg.training.finding_alignment import align_findings
 from asarg.training.model_setup import (
     SEGMENTERS,
     check_lora_targets,
@@ -57,6 +60,14 @@ class AsargScriptArguments(ScriptArguments):
         metadata={
             "help": "Oversample studies with rarer findings: each study is drawn with weight (frequency of its rarest "
             "positive finding) ** -finding_balance, with replacement, to the same size; 0 = off."
+        },
+    )
+    finding_alignment_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "With new finding tokens: first train the projector and their classifier on the findings alone "
+            "(no language model) for up to this many epochs, early-stopped on 10% of the training studies, which "
+            "also set each finding's threshold; 0 = off."
         },
     )
     strict: bool = field(
@@ -142,6 +153,29 @@ def init_finding_head(model, ds) -> None:
     with torch.no_grad():
         head.bias.copy_(torch.as_tensor(np.log(prevalence / (1 - prevalence))))
         head.weight.normal_(0.0, head.weight.shape[-1] ** -0.5)
+
+
+def align_and_record(model, processor, ds, epochs: int, training_args) -> None:
+    """The finding alignment stage (`finding_alignment.py`) on the training studies; its record goes beside the run."""
+    if model.model.segmenter is None and model.config.seg_input_width:
+        raise ValueError(
+            "finding_alignment_epochs runs the model's own segmenter on the training images; this model has none "
+            "(segmenter=none): train without finding alignment."
+        )
+    images = [row[0] for row in ds["images"]]
+    record = align_findings(
+        model,
+        processor,
+        images,
+        ds["finding_labels"],
+        epochs,
+        learning_rate=training_args.learning_rate,
+        seed=training_args.seed,
+    )
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        path = os.path.join(training_args.output_dir, "finding_alignment.json")
+        atomic_write(path, json.dumps(record, indent=1).encode())
 
 
 def balance_by_findings(ds, alpha: float, seed: int):
@@ -327,6 +361,8 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
         )
         if findings and new_head and resume is None:
             init_finding_head(model, train)
+            if script_args.finding_alignment_epochs:
+                align_and_record(model, processor, train, script_args.finding_alignment_epochs, training_args)
         train = balance_by_findings(train, script_args.finding_balance, training_args.seed)
         evals = with_finding_labels(evals) if evals is not None else None
         if not findings:
