@@ -46,7 +46,10 @@ class DefaultModelSettings:
     seed: int = 0
     # Recipe changes on top of the small-synth recipe, in both stages: issue 20's screening
     # (docs/results/report_recipe/) chooses them on validation studies of another seed.
-    recipe: tuple[str, ...] = ("--finding_loss_weight", "1.0", "--finding_balance", "0.5")
+    recipe: tuple[str, ...] = (
+        *("--finding_loss_weight", "1.0", "--finding_balance", "0.5"),
+        *("--finding_tokens", "true", "--finding_alignment_epochs", "40"),
+    )
     # Stage 2 (refine): from stage 1, on a fresh set, everything but the specialist trained at a lower rate — the
     # frozen tower caps what the report model can see (it never learned devices, pneumothorax, atelectasis).
     refine_data: tuple[int, int] = (8000, 505)
@@ -55,7 +58,7 @@ class DefaultModelSettings:
     # Decoding: greedy with the repetition penalty and guidance scale that score best on validation studies of the
     # stage-1 set (never the hold-out); written into the model's generation_config.json, so every `generate` uses it.
     repetition_penalties: tuple[float, ...] = (1.0, 1.2)
-    guidance_scales: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+    guidance_scales: tuple[float, ...] = (1.0, 2.0)
     validation_studies: int = 400
 
 

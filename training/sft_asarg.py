@@ -312,6 +312,8 @@ def check_counts(script_args, training_args) -> None:
             "max_steps=0 would still run a training step and save the model as trained; give a positive number "
             "of steps, or -1 to train num_train_epochs epochs"
         )
+    if script_args.finding_alignment_epochs < 0:
+        raise ValueError(f"finding_alignment_epochs={script_args.finding_alignment_epochs}; give 0 (off) or more")
     for name in ("max_train_samples", "max_eval_samples"):
         value = getattr(script_args, name)
         if value is not None and value <= 0:

@@ -92,3 +92,59 @@ def test_a_processor_without_them_gets_a_clear_error(make_asarg):
     _, plain = make_asarg()
     with pytest.raises(ValueError, match=r"exactly \d+ image tokens"):
         model(**_inputs(plain, images=1))
+
+
+def _with_device(image, present: bool):
+    """A film with a bright line (a tube) when `present`."""
+    from PIL import ImageDraw
+
+    image = image.copy()
+    if present:
+        ImageDraw.Draw(image).rectangle([14, 0, 18, 40], fill=255)
+    return image
+
+
+def test_finding_alignment_learns_a_visible_finding_and_sets_its_threshold(make_asarg):
+    """The alignment stage trains the projector and the classifier on the findings alone: on films where finding 13
+    is a visible tube, the held-out loss falls, the saved classifier separates the films, the threshold lands between
+    them, and the finding token then tells present from absent."""
+    from asarg.training.finding_alignment import align_findings
+
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    present = [i % 2 == 0 for i in range(48)]
+    images = [_with_device(xray_like(seed=i), p) for i, p in enumerate(present)]
+    labels = torch.full((48, 14), -1.0)
+    labels[:, 13] = torch.tensor(present, dtype=torch.float32)
+    record = align_findings(model, processor, images, labels, epochs=30, learning_rate=1e-2, held_out=0.25)
+    assert record["held_out_loss"][record["epoch"] - 1] < record["held_out_loss"][0] - 0.1
+    threshold = model.config.finding_thresholds[13]
+    assert model.config.finding_thresholds[:13] == [0.5] * 13  # unknown findings keep the plain midpoint
+    inputs = processor(images=images, text=[processor.image_token] * 48, return_tensors="pt")
+    with torch.no_grad():
+        tokens = model.model.get_image_features(
+            inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"], return_dict=True
+        ).pooler_output
+        tokens = torch.stack(list(tokens))
+        probability = model.model.finding_logits(tokens)[:, 13].sigmoid()
+    truth = torch.tensor(present)
+    assert ((probability >= threshold) == truth).float().mean() >= 0.9
+    head = model.model.finding_tokens
+    toward_present = ((tokens[:, -1] - head.absent[13]) @ (head.present[13] - head.absent[13])) / (
+        head.present[13] - head.absent[13]
+    ).square().sum()
+    assert toward_present[truth].min() > toward_present[~truth].max() - 1e-6
+
+
+def test_finding_alignment_needs_finding_tokens(make_asarg):
+    from asarg.training.finding_alignment import align_findings
+
+    model, processor = make_asarg(finding_loss_weight=1.0)
+    with pytest.raises(ValueError, match="finding_tokens"):
+        align_findings(model, processor, [xray_like()], torch.zeros(1, 14), epochs=1)
+
+
+def test_thresholds_are_checked():
+    from asarg.training.tiny import tiny_asarg_config, tiny_tokenizer
+
+    with pytest.raises(ValueError, match="finding_thresholds"):
+        tiny_asarg_config(tiny_tokenizer(), finding_loss_weight=1.0, finding_tokens=True, finding_thresholds=[0.5])

@@ -203,3 +203,27 @@ def test_the_recipe_switches_them_on_and_trains_the_classifier(synthcxr, tmp_pat
     logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
     assert logged
     assert AutoProcessor.from_pretrained(out).num_finding_tokens == trainer.model.config.num_finding_labels
+
+
+def test_the_recipe_aligns_new_finding_tokens_first(synthcxr, tmp_path, sft):
+    """`--finding_alignment_epochs`: the classifier is trained on the findings before SFT, its record is written
+    beside the run and its thresholds are saved in the model's config."""
+    import json
+
+    from test_training_recipe import run_main
+
+    out = tmp_path / "out"
+    findings = ["--finding_loss_weight", "1.0", "--finding_tokens", "true", "--finding_alignment_epochs", "2"]
+    run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), *findings, "--max_steps", "1")
+    record = json.loads((out / "finding_alignment.json").read_text())
+    assert 1 <= record["epoch"] <= 2 and len(record["held_out_loss"]) >= record["epoch"]
+    saved = json.loads((out / "config.json").read_text())["finding_thresholds"]
+    assert saved == record["thresholds"] and len(saved) == 14
+
+
+def test_finding_alignment_without_finding_tokens_is_a_clear_error(synthcxr, tmp_path, sft):
+    from test_training_recipe import run_main
+
+    args = ["--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    with pytest.raises(ValueError, match="finding_tokens"):
+        run_main(sft, *args, "--finding_loss_weight", "1.0", "--finding_alignment_epochs", "2")
