@@ -278,6 +278,9 @@ class AsargConfig(LlavaConfig):
     finding_thresholds (`list[float]` or `None`): with `finding_tokens`, one probability per finding at which its
         token is half-way between absent and present (set by the recipe's finding alignment: the threshold of best F1
         on held-out training studies); `None` = 0.5.
+    finding_token_temperature (`float`): the finding tokens' probability is `sigmoid(logit / temperature)` (logits
+        relative to the thresholds); 0 = the verdict alone (each token exactly absent or present). 1 (default) in
+        training; a decoding choice otherwise.
     num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
     """
 
@@ -306,6 +309,7 @@ class AsargConfig(LlavaConfig):
     finding_loss_weight: float = 0.0
     finding_tokens: bool = False
     finding_thresholds: list[float] | None = None
+    finding_token_temperature: float = 1.0
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -410,6 +414,8 @@ class AsargConfig(LlavaConfig):
             raise ValueError(
                 f"finding_thresholds must be {self.num_finding_labels} probabilities in (0, 1), got {thresholds}."
             )
+        if self.finding_token_temperature < 0:
+            raise ValueError(f"finding_token_temperature must be >= 0, got {self.finding_token_temperature}.")
         if self.finding_tokens and not self.finding_loss_weight:
             raise ValueError(
                 "finding_tokens need their classifier trained: set finding_loss_weight > 0 (the finding loss) too."

@@ -117,7 +117,8 @@ class AsargFindingTokens(nn.Module):
     Each finding k pools the image tokens with its own attention query (`queries[k]`) and scores the pooled vector
     (`weight[k]`, `bias[k]`); its token is `absent[k] + p_k * (present[k] - absent[k])` with `p_k` the sigmoid of that
     score, detached, so only the finding loss trains the classifier and the language model learns to read it. With
-    `config.finding_thresholds`, `p_k` is taken relative to finding k's threshold (0.5 exactly at it)."""
+    `config.finding_thresholds`, `p_k` is taken relative to finding k's threshold (0.5 exactly at it);
+    `config.finding_token_temperature` sharpens it (0: the verdict alone, absent or present)."""
 
     def __init__(self, config: AsargConfig):
         super().__init__()
@@ -140,7 +141,9 @@ class AsargFindingTokens(nn.Module):
         logits = self.logits(image_tokens).detach()
         if self.config.finding_thresholds is not None:
             logits = logits - torch.tensor(self.config.finding_thresholds, device=logits.device).logit()
-        present = logits.sigmoid()[..., None].to(self.present.dtype)
+        temperature = self.config.finding_token_temperature
+        present = (logits >= 0).to(logits.dtype) if temperature == 0 else (logits / temperature).sigmoid()
+        present = present[..., None].to(self.present.dtype)
         return self.absent + present * (self.present - self.absent)
 
 

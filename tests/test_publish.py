@@ -84,6 +84,14 @@ def test_a_cxas_segmenter_puts_its_licence_on_the_card():
     assert data.license == "cc-by-nc-sa-4.0"
 
 
+def test_the_card_says_when_the_model_reads_finding_tokens():
+    from asarg.training.model_card import _model_section
+
+    plain = {"text_config": {}, "vision_config": {}}
+    assert "finding tokens" not in _model_section(plain)
+    assert "14 more image tokens" in _model_section(plain | {"finding_tokens": True, "num_finding_labels": 14})
+
+
 @pytest.mark.slow
 def test_owner_line_loads_the_dry_run_folder_in_a_fresh_process_and_generates(dry_run, tmp_path):
     from transformers import AutoProcessor

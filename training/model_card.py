@@ -130,6 +130,13 @@ def _model_section(config: dict) -> str:
         f"- segmenter (runs inside `generate`): {seg.get('architecture', 'none: seg inputs given precomputed')}"
         + (f", {seg.get('image_size')} px" if seg else ""),
     ]
+    if config.get("finding_tokens"):
+        lines.append(
+            f"- finding tokens: a classifier on the projected image tokens (one attention query per finding) gives "
+            f"{config.get('num_finding_labels')} more image tokens, one per CheXpert observation, each between a "
+            "learned 'absent' and 'present' embedding by its probability relative to the finding's threshold; the "
+            "language model reads them with the image"
+        )
     if _uses_cxas(config):
         lines.append(
             "- **Licence**: the segmenter weights come from CXAS (CC BY-NC-SA 4.0): this model is for "
