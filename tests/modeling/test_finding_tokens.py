@@ -148,3 +148,22 @@ def test_thresholds_are_checked():
 
     with pytest.raises(ValueError, match="finding_thresholds"):
         tiny_asarg_config(tiny_tokenizer(), finding_loss_weight=1.0, finding_tokens=True, finding_thresholds=[0.5])
+
+
+def test_temperature_zero_gives_the_verdict_alone(make_asarg):
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True, finding_token_temperature=0.0)
+    head = model.model.finding_tokens
+    with torch.no_grad():
+        head.bias.copy_(torch.linspace(-3, 3, 14))
+    inputs = _inputs(processor, images=1)
+    tokens = model.model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output[0][-14:]
+    verdict = (
+        model.model.finding_logits(
+            model.model.get_image_features(inputs["pixel_values"], return_dict=True).pooler_output[0][None]
+        )[0]
+        >= 0
+    )
+    expected = torch.where(verdict[:, None], head.present, head.absent)
+    assert torch.allclose(tokens, expected, atol=1e-6) and verdict.any() and not verdict.all()
+    with pytest.raises(ValueError, match="finding_token_temperature"):
+        make_asarg(finding_loss_weight=1.0, finding_tokens=True, finding_token_temperature=-1.0)
