@@ -130,10 +130,14 @@ class AsargFindingTokens(nn.Module):
         self.absent = nn.Parameter(torch.empty(findings, hidden))
         self.present = nn.Parameter(torch.empty(findings, hidden))
 
+    def attention(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens -> `(B, K, N)`: where each finding's query looks (rows sum to 1)."""
+        scores = torch.einsum("bnh,kh->bkn", image_tokens, self.queries) * image_tokens.shape[-1] ** -0.5
+        return scores.softmax(-1)
+
     def logits(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """`(B, N, H)` projected image tokens -> `(B, K)` finding logits."""
-        scores = torch.einsum("bnh,kh->bkn", image_tokens, self.queries) * image_tokens.shape[-1] ** -0.5
-        pooled = torch.einsum("bkn,bnh->bkh", scores.softmax(-1), image_tokens)
+        pooled = torch.einsum("bkn,bnh->bkh", self.attention(image_tokens), image_tokens)
         return (pooled * self.weight).sum(-1) + self.bias
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,10 @@ removed. Methods, all through the model's public seams (`get_vision_features`, `
 
 * `maps`: the structure's map channels set to zero everywhere (today's `trace_report`);
 * `seg`: every seg column (U-Net features and maps) of the patches inside the structure's mask set to zero;
-* `occlusion`: `seg`, and the vision tokens of those patches replaced by the image's mean vision token.
+* `occlusion`: `seg`, and the vision tokens of those patches replaced by the image's mean vision token;
+* `attention` (models with finding tokens): where the finding token's classifier looks, its attention over the
+  patches for the sentence's CheXpert observation (labeled from the sentence); a structure scores its attention
+  mass. It explains the verdict the language model reads, not the wording; it needs no forward of the language model.
 
 Tests:
 
@@ -41,14 +44,14 @@ from PIL import Image
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from asarg.evaluation.grounding import match_findings, split_sentences, structure_groups
-from asarg.evaluation.report_labeler import RuleLabeler
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
 from asarg.processing.inference import load_for_generation, prompt_text
 from asarg.processing.loaders.common import messages
 from asarg.processing.models import resolve_model
 from asarg.processing.synthcxr.dataset import SPLITS, load_finding_masks, read_manifest
 
 SIDED = {"opacity", "consolidation", "effusion", "pneumothorax", "atelectasis", "nodule", "pleural_thickening"}
-METHODS = ("maps", "seg", "occlusion")
+METHODS = ("maps", "seg", "occlusion", "attention")
 SIDE_WORD = re.compile(r"\b(right|left)(?:-sided| sided)?\b\s*", re.IGNORECASE)
 
 
@@ -60,6 +63,7 @@ class Tracer:
         self.base, self.config = model.model, model.config
         self.channels = self.config.seg_feature_channels if self.config.use_seg_features else 0
         self.groups = structure_groups(self.config)
+        self.labeler = RuleLabeler()
 
     @torch.inference_mode()
     def encode(self, image: Image.Image, sentence: str) -> dict:
@@ -74,7 +78,30 @@ class Tracer:
         seg = self.base.get_seg_tokens(pixel, seg_maps=seg_out["maps"], seg_features=seg_out["features"])
         side = int(round(seg.shape[1] ** 0.5))
         maps = F.adaptive_avg_pool2d(seg_out["maps"].float(), side)[0]  # (K, g, g) coverage per patch
-        return {"inputs": inputs, "start": start, "vision": vision, "seg": seg, "maps": maps, "grid": side}
+        return {
+            "inputs": inputs,
+            "start": start,
+            "vision": vision,
+            "seg": seg,
+            "maps": maps,
+            "grid": side,
+            "sentence": sentence,
+        }
+
+    @torch.inference_mode()
+    def attention(self, ctx: dict) -> np.ndarray | None:
+        """(N,) the finding-token classifier's attention over the patches for the sentence's first positive CheXpert
+        observation; None when the model has no finding tokens or the sentence asserts none."""
+        head = self.base.finding_tokens
+        if head is None:
+            return None
+        labels = self.labeler.label(ctx["sentence"])
+        positive = [k for k, name in enumerate(CHEXPERT_LABELS) if name != "No Finding" and labels.get(name) == 1]
+        if not positive:
+            return None
+        tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])[:, : -self.config.num_finding_labels]
+        weights = head.attention(tokens)[0, positive[0]]
+        return weights[tokens.shape[1] - ctx["seg"].shape[1] :].numpy()  # the patches (after a CLS token)
 
     @torch.inference_mode()
     def logliks(self, ctx: dict, seg_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
@@ -93,6 +120,11 @@ class Tracer:
         return ctx["maps"][members].amax(0).flatten() >= 0.5
 
     def structure_drops(self, ctx: dict, names: list[str], method: str) -> dict[str, float]:
+        if method == "attention":
+            weights = self.attention(ctx)
+            if weights is None:
+                return {name: 0.0 for name in names}
+            return {name: float(weights[self.region(ctx, self.groups[name]).numpy()].sum()) for name in names}
         seg, vision = ctx["seg"], ctx["vision"]
         rows_seg, rows_vision = [seg[0]], [vision[0]]
         mean_token = vision[0].mean(0)
@@ -175,10 +207,10 @@ def _bootstrap_diff(a: np.ndarray, b: np.ndarray, rng, n: int = 2000) -> list[fl
     return [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]
 
 
-def side_test(tracer, folder, cases, prior_side, image_of) -> dict:
+def side_test(tracer, folder, cases, prior_side, image_of, methods=METHODS) -> dict:
     sided = [c for c in cases if c["finding"]["kind"] in SIDED and c["finding"]["side"] in ("left", "right")]
     result = {"sentences": len(sided)}
-    for method in METHODS:
+    for method in methods:
         written, removed = [], []
         for case in sided:
             image = image_of(case["record"])
@@ -225,7 +257,9 @@ def swap_test(tracer, cases, image_of, method: str) -> dict:
     return {"method": method, "pairs": len(follows), "follows_the_film": float(np.mean(follows)) if follows else None}
 
 
-def pointing_game(tracer, cases, image_of, priors, rng) -> dict:
+def pointing_game(tracer, cases, image_of, priors, rng, method: str = "occlusion") -> dict:
+    """Per-patch scores (`occlusion`: the drop when each patch alone is occluded; `attention`: the finding
+    classifier's attention) against the finding's mask, beside the text-conditioned prior."""
     hits, prior_hits = {1: [], 3: []}, {1: [], 3: []}
     overlap_share = []
     for case in cases:
@@ -235,14 +269,17 @@ def pointing_game(tracer, cases, image_of, priors, rng) -> dict:
         target = target.flatten() > 0
         if not target.any():
             continue
-        drops = tracer.patch_drops(ctx)
+        drops = tracer.patch_drops(ctx) if method == "occlusion" else tracer.attention(ctx)
+        if drops is None:
+            continue
         prior = priors.get((case["finding"]["kind"], case["finding"]["side"]))
         prior = prior.flatten() if prior is not None else np.zeros_like(drops)
         for k in (1, 3):
             hits[k].append(bool(target[np.argsort(-drops)[:k]].any()))
             prior_hits[k].append(bool(target[np.argsort(-prior, kind="stable")[:k]].any()))
         overlap_share.append(float(target.mean()))
-    result = {"sentences": len(hits[1]), "chance_hit@1": float(np.mean(overlap_share)) if overlap_share else None}
+    result = {"method": method, "sentences": len(hits[1])}
+    result["chance_hit@1"] = float(np.mean(overlap_share)) if overlap_share else None
     for k in (1, 3):
         a, b = np.asarray(hits[k], float), np.asarray(prior_hits[k], float)
         result[f"hit@{k}"] = float(a.mean())
@@ -259,6 +296,7 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--prior-studies", type=int, default=2000)
     p.add_argument("--out", default="docs/results/tracing_default_model.json")
+    p.add_argument("--methods", nargs="+", choices=METHODS, help="default: all the model supports")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     model, processor = load_for_generation(resolve_model(args.model))
@@ -272,31 +310,36 @@ def main(argv=None) -> None:
         return Image.open(folder / record["image"]).convert("L")
 
     grid = tracer.encode(image_of(records[0]), "The heart is normal.")["grid"]
-    rng = np.random.default_rng(0)
+    supported = [m for m in METHODS if m != "attention" or model.model.finding_tokens is not None]
+    methods = [m for m in (args.methods or supported) if m in supported]
+    pointing_methods = [m for m in methods if m in ("occlusion", "attention")]
+    priors = mask_prior(prior_folder, prior_records, grid)
     result = {
         "model": str(args.model or "embedded default model"),
         "data": str(folder),
         "studies": len(records),
         "finding_sentences": len(cases),
-        "side": side_test(tracer, folder, cases, side_prior(prior_records), image_of),
-        "swap": {m: swap_test(tracer, cases, image_of, m) for m in METHODS},
-        "pointing": pointing_game(tracer, cases, image_of, mask_prior(prior_folder, prior_records, grid), rng),
+        "side": side_test(tracer, folder, cases, side_prior(prior_records), image_of, methods),
+        "swap": {m: swap_test(tracer, cases, image_of, m) for m in methods},
+        "pointing": {
+            m: pointing_game(tracer, cases, image_of, priors, np.random.default_rng(0), m) for m in pointing_methods
+        },
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
     side = result["side"]
     print(f"side test ({side['sentences']} sentences): as written / side word removed")
-    for method in METHODS:
+    for method in methods:
         print(f"  {method:10s} {side[method]['as_written']:.3f} / {side[method]['side_word_removed']:.3f}")
     for name, value in side["image_blind"].items():
         print(f"  image-blind {name}: {value:.3f}")
     for method, swap in result["swap"].items():
         print(f"swap ({method}): follows the film {swap['follows_the_film']} over {swap['pairs']} pairs")
-    pg = result["pointing"]
-    print(
-        f"pointing game ({pg['sentences']} sentences): hit@1 {pg['hit@1']:.3f} vs prior {pg['prior_hit@1']:.3f} "
-        f"(diff CI {pg['difference_ci95@1']}), hit@3 {pg['hit@3']:.3f} vs {pg['prior_hit@3']:.3f}; chance "
-        f"{pg['chance_hit@1']:.3f}"
-    )
+    for pg in result["pointing"].values():
+        print(
+            f"pointing game, {pg['method']} ({pg['sentences']} sentences): hit@1 {pg['hit@1']:.3f} vs prior {pg['prior_hit@1']:.3f} "
+            f"(diff CI {pg['difference_ci95@1']}), hit@3 {pg['hit@3']:.3f} vs {pg['prior_hit@3']:.3f}; chance "
+            f"{pg['chance_hit@1']:.3f}"
+        )
 
 
 if __name__ == "__main__":
