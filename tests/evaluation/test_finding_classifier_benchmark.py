@@ -1,0 +1,27 @@
+"""benchmarks/quality/finding_classifier.py: the logits it scores are the model's own finding classifier's (finding
+tokens, or the linear head), and a model without one is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_benchmark, xray_like
+
+
+@pytest.mark.parametrize("tokens", [True, False], ids=["finding-tokens", "linear-head"])
+def test_the_logits_are_the_models_own_classifiers(make_asarg, tokens):
+    bench = load_benchmark("finding_classifier")
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=tokens)
+    images = [xray_like(seed=i) for i in range(3)]
+    logits = bench.finding_logits(model, processor, images, batch_size=2)
+    inputs = processor(images=images, text=[processor.image_token] * 3, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs, finding_labels=torch.zeros(3, 14))
+    assert logits.shape == (3, 14) and torch.allclose(torch.as_tensor(logits), out.finding_logits, atol=1e-5)
+
+
+def test_a_model_without_a_classifier_is_a_clear_error(make_asarg):
+    bench = load_benchmark("finding_classifier")
+    model, processor = make_asarg()
+    with pytest.raises(ValueError, match="no finding classifier"):
+        bench.finding_logits(model, processor, [xray_like()])
