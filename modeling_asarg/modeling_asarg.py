@@ -151,6 +151,15 @@ class AsargFindingTokens(nn.Module):
         return self.absent + present * (self.present - self.absent)
 
 
+def finding_bce(logits: torch.Tensor, finding_labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of finding `logits` (B, K) against `finding_labels` (1 present, 0 absent, below 0 unknown:
+    ignored), averaged over the known entries."""
+    target = finding_labels.to(logits.dtype)
+    known = (target >= 0).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), weight=known, reduction="sum")
+    return loss / known.sum().clamp(min=1)
+
+
 def _checkpoint_model_type(pretrained_model_name_or_path, kwargs: dict) -> str | None:
     """`model_type` in a checkpoint's config.json; None when there is none to read (e.g. a weights-only folder)."""
     if pretrained_model_name_or_path is None:
@@ -775,10 +784,7 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             logits = self.model.finding_logits(tokens)
         else:
             logits = self.finding_head(tokens.mean(1))
-        target = finding_labels.to(logits.dtype)
-        known = (target >= 0).to(logits.dtype)
-        loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), weight=known, reduction="sum")
-        return logits, loss / known.sum().clamp(min=1)
+        return logits, finding_bce(logits, finding_labels)
 
     def prepare_inputs_for_generation(
         self,
@@ -886,4 +892,5 @@ __all__ = [
     "AsargUNetSegmenter",
     "SEGMENTER_ARCHITECTURES",
     "build_segmenter",
+    "finding_bce",
 ]

@@ -17,7 +17,8 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from modeling_asarg.modeling_asarg import finding_bce
 
 logger = logging.getLogger("asarg.sft")
 
@@ -42,12 +43,6 @@ def encode_studies(model, processor, images: list, batch_size: int = 64) -> tupl
     finally:
         base.train(was_training)
     return torch.cat(vision), (None if seg[0] is None else torch.cat(seg))
-
-
-def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    known = (labels >= 0).to(logits.dtype)
-    loss = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), weight=known, reduction="sum")
-    return loss / known.sum().clamp(min=1)
 
 
 def best_f1_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -106,14 +101,14 @@ def align_findings(
         base.train()
         total = 0.0
         for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch_size):
-            loss = _bce(logits_of(rows), labels[rows])
+            loss = finding_bce(logits_of(rows), labels[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(rows)
         base.eval()
         with torch.no_grad():
-            held_loss = float(_bce(logits_of(held), labels[held]))
+            held_loss = float(finding_bce(logits_of(held), labels[held]))
         record["train_loss"].append(total / len(fit))
         record["held_out_loss"].append(held_loss)
         logger.info("finding alignment epoch %d: train %.4f, held out %.4f", epoch + 1, total / len(fit), held_loss)
