@@ -66,7 +66,7 @@ class AsargScriptArguments(ScriptArguments):
         default=0,
         metadata={
             "help": "With new finding tokens: first train the projector and their classifier on the findings alone "
-            "(no language model) for up to this many epochs, early-stopped on 10% of the training studies, which "
+            "(no language model) for up to this many epochs, early-stopped on a tenth of the training studies, which "
             "also set each finding's threshold; 0 = off."
         },
     )

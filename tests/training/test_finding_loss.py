@@ -227,3 +227,12 @@ def test_finding_alignment_without_finding_tokens_is_a_clear_error(synthcxr, tmp
     args = ["--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
     with pytest.raises(ValueError, match="finding_tokens"):
         run_main(sft, *args, "--finding_loss_weight", "1.0", "--finding_alignment_epochs", "2")
+
+
+def test_a_negative_alignment_epoch_count_is_refused_before_any_model_loads(synthcxr, tmp_path, sft):
+    from test_training_recipe import run_main
+
+    args = ["--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
+    with pytest.raises(ValueError, match="finding_alignment_epochs=-1"):
+        run_main(sft, *args, "--finding_alignment_epochs", "-1")
+    assert not (tmp_path / "out" / "model.safetensors").exists()
