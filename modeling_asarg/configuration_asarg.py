@@ -281,6 +281,10 @@ class AsargConfig(LlavaConfig):
     finding_token_temperature (`float`): the finding tokens' probability is `sigmoid(logit / temperature)` (logits
         relative to the thresholds); 0 = the verdict alone (each token exactly absent or present). 1 (default) in
         training; a decoding choice otherwise.
+    finding_token_label_rate (`float`): training only, with `finding_tokens`: the probability that a sample's finding
+        tokens are built from its `finding_labels` (the known entries) instead of the classifier's verdicts (verdict
+        forcing, the teacher forcing of the tokens), so that the language model learns to write what a token asserts
+        even where the classifier is still unsure. 0 (default): off.
     num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
     """
 
@@ -310,6 +314,7 @@ class AsargConfig(LlavaConfig):
     finding_tokens: bool = False
     finding_thresholds: list[float] | None = None
     finding_token_temperature: float = 1.0
+    finding_token_label_rate: float = 0.0
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -416,6 +421,10 @@ class AsargConfig(LlavaConfig):
             )
         if self.finding_token_temperature < 0:
             raise ValueError(f"finding_token_temperature must be >= 0, got {self.finding_token_temperature}.")
+        if not 0 <= self.finding_token_label_rate <= 1:
+            raise ValueError(f"finding_token_label_rate must be in [0, 1], got {self.finding_token_label_rate}.")
+        if self.finding_token_label_rate and not self.finding_tokens:
+            raise ValueError("finding_token_label_rate forces finding tokens: set finding_tokens=true too.")
         if self.finding_tokens and not self.finding_loss_weight:
             raise ValueError(
                 "finding_tokens need their classifier trained: set finding_loss_weight > 0 (the finding loss) too."

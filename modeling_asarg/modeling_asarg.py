@@ -140,15 +140,22 @@ class AsargFindingTokens(nn.Module):
         pooled = torch.einsum("bkn,bnh->bkh", self.attention(image_tokens), image_tokens)
         return (pooled * self.weight).sum(-1) + self.bias
 
-    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """`(B, N, H)` projected image tokens -> `(B, K, H)` finding tokens."""
-        logits = self.logits(image_tokens).detach()
+    def presence(self, logits: torch.Tensor) -> torch.Tensor:
+        """`(B, K)` finding logits -> `(B, K)` how present each token says its finding is, in [0, 1]: the sigmoid of the
+        logit relative to the finding's threshold, sharpened by `config.finding_token_temperature`."""
         if self.config.finding_thresholds is not None:
             logits = logits - torch.tensor(self.config.finding_thresholds, device=logits.device).logit()
         temperature = self.config.finding_token_temperature
-        present = (logits >= 0).to(logits.dtype) if temperature == 0 else (logits / temperature).sigmoid()
-        present = present[..., None].to(self.present.dtype)
-        return self.absent + present * (self.present - self.absent)
+        return (logits >= 0).to(logits.dtype) if temperature == 0 else (logits / temperature).sigmoid()
+
+    def embed(self, presence: torch.Tensor) -> torch.Tensor:
+        """`(B, K)` presence in [0, 1] -> `(B, K, H)` finding tokens."""
+        presence = presence[..., None].to(self.present.dtype)
+        return self.absent + presence * (self.present - self.absent)
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens -> `(B, K, H)` finding tokens."""
+        return self.embed(self.presence(self.logits(image_tokens).detach()))
 
 
 def finding_bce(logits: torch.Tensor, finding_labels: torch.Tensor) -> torch.Tensor:
@@ -737,10 +744,23 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
                 Training only, with `config.finding_loss_weight > 0`: the study's findings (1 present, 0 absent, -1
                 unknown and ignored). A linear head on the mean of each image's projected tokens predicts them; the
                 output gets `finding_logits` and `finding_loss` (binary cross-entropy), and `loss` (when `labels` are
-                given) includes `finding_loss_weight * finding_loss`.
+                given) includes `finding_loss_weight * finding_loss`. With finding tokens and
+                `config.finding_token_label_rate > 0`, in training they also force the tokens (`_force_verdicts`).
         The other arguments are `LlavaForConditionalGeneration.forward`'s.
         """
         seg_inputs = dict(zip(SEG_INPUT_NAMES, (seg_pixel_values, seg_maps, seg_features)))
+        if finding_labels is not None and self.training and self.config.finding_token_label_rate > 0:
+            # Encode the images here, so that the finding tokens the language model reads can be forced.
+            mm_encoder_outputs = self.model._encode_images(
+                pixel_values,
+                mm_encoder_outputs,
+                **seg_inputs,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                **kwargs,
+            )
+            self._force_verdicts(mm_encoder_outputs["image"], finding_labels)
+            pixel_values = seg_inputs = None
         outputs = super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -754,7 +774,7 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             logits_to_keep=logits_to_keep,
             image_sizes=image_sizes,
             mm_encoder_outputs=mm_encoder_outputs,
-            **{name: value for name, value in seg_inputs.items() if value is not None},
+            **{name: value for name, value in (seg_inputs or {}).items() if value is not None},
             **kwargs,
         )
         if finding_labels is not None:
@@ -763,6 +783,18 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             if outputs.get("loss") is not None:
                 outputs["loss"] = outputs["loss"] + self.config.finding_loss_weight * loss
         return outputs
+
+    def _force_verdicts(self, image_outputs, finding_labels: torch.Tensor) -> None:
+        """Verdict forcing (`config.finding_token_label_rate`): with that probability per sample, the finding tokens the
+        language model reads are built from the sample's known `finding_labels` (1 present, 0 absent; unknown entries
+        keep the classifier's verdict) instead of the classifier's verdicts. In place, on `image_outputs`."""
+        head, count = self.model.finding_tokens, self.config.num_finding_labels
+        tokens = torch.stack(list(image_outputs.pooler_output))
+        presence = head.presence(head.logits(tokens[:, :-count]).detach())
+        labels = finding_labels.to(presence.device)
+        forced = torch.rand(labels.shape[0], 1, device=labels.device) < self.config.finding_token_label_rate
+        presence = torch.where(forced & (labels >= 0), labels.to(presence.dtype), presence)
+        image_outputs.pooler_output = list(torch.cat([tokens[:, :-count], head.embed(presence)], 1))
 
     def finding_loss(self, image_outputs, finding_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, binary cross-entropy) of the finding head on each image's mean projected token, or of the

@@ -91,12 +91,18 @@ def _build(args):
     return model, AsargProcessor.from_llava_processor(llava_processor, model.config), False
 
 
-TRAINING_FIELDS = ("finding_loss_weight", "finding_tokens", "seg_group_dropout", "seg_all_maps_dropout")
+TRAINING_FIELDS = (
+    "finding_loss_weight",
+    "finding_tokens",
+    "finding_token_label_rate",
+    "seg_group_dropout",
+    "seg_all_maps_dropout",
+)
 
 
 def training_fields(args) -> dict:
-    """The model's training-only switches (`AsargConfig`: the auxiliary finding loss, group and all-maps dropout) that
-    the recipe sets; one left unset (None) keeps the checkpoint's own."""
+    """The model's training-only switches (`AsargConfig`: the auxiliary finding loss, finding tokens and their verdict
+    forcing, group and all-maps dropout) that the recipe sets; one left unset (None) keeps the checkpoint's own."""
     return {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
 
 

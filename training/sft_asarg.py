@@ -96,6 +96,13 @@ class AsargModelConfig(ModelConfig):
             "one extra image token per finding (needs finding_loss_weight > 0); None: the checkpoint's."
         },
     )
+    finding_token_label_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Verdict forcing: the probability that a training sample's finding tokens come from its finding "
+            "labels instead of the classifier's verdicts (0 = off); None: the checkpoint's."
+        },
+    )
     finding_loss_weight: float | None = field(
         default=None,
         metadata={

@@ -167,3 +167,59 @@ def test_temperature_zero_gives_the_verdict_alone(make_asarg):
     assert torch.allclose(tokens, expected, atol=1e-6) and verdict.any() and not verdict.all()
     with pytest.raises(ValueError, match="finding_token_temperature"):
         make_asarg(finding_loss_weight=1.0, finding_tokens=True, finding_token_temperature=-1.0)
+
+
+def _reads(model, inputs, finding_presence=None, **kwargs):
+    """The report logits when the language model reads the image tokens with the finding tokens replaced by
+    `finding_presence` (B, K) (None: the classifier's own)."""
+    encoded = model.model.get_image_features(
+        inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"], return_dict=True
+    )
+    if finding_presence is not None:
+        head, k = model.model.finding_tokens, model.config.num_finding_labels
+        tokens = torch.stack(list(encoded.pooler_output))
+        encoded.pooler_output = list(torch.cat([tokens[:, :-k], head.embed(finding_presence)], 1))
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    return model(input_ids=ids, attention_mask=mask, mm_encoder_outputs={"image": encoded}, **kwargs).logits
+
+
+def test_verdict_forcing_feeds_the_known_labels_in_training_only(make_asarg):
+    """`finding_token_label_rate`: in training the language model reads the study's known labels as its finding tokens
+    (unknown entries keep the classifier's verdict); the classifier's own logits and loss do not change; in
+    evaluation, and at rate 0, the tokens are the classifier's."""
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True, finding_token_label_rate=1.0)
+    head = model.model.finding_tokens
+    with torch.no_grad():
+        head.present.normal_(0, 1.0)
+    inputs = _inputs(processor, images=2)
+    labels = torch.full((2, 14), -1.0)
+    labels[0, :7], labels[1, 7:] = 1.0, 0.0
+    model.train()
+    forced = model(**inputs, finding_labels=labels)
+    with torch.no_grad():
+        own = model.model.get_image_features(
+            inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"], return_dict=True
+        ).pooler_output
+        own_logits = model.model.finding_logits(torch.stack(list(own)))
+        expected = torch.where(labels >= 0, labels, head.presence(own_logits))
+        assert torch.allclose(forced.logits, _reads(model, inputs, expected), atol=1e-5)
+        assert not torch.allclose(forced.logits, _reads(model, inputs), atol=1e-3)
+        assert torch.allclose(forced.finding_logits, own_logits, atol=1e-6)
+    forced.finding_loss.backward()
+    assert head.queries.grad.abs().sum() > 0  # the finding loss still trains the classifier
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs, finding_labels=labels).logits, _reads(model, inputs), atol=1e-5)
+        model.train()
+        model.config.finding_token_label_rate = 0.0
+        assert torch.allclose(model(**inputs, finding_labels=labels).logits, _reads(model, inputs), atol=1e-5)
+
+
+def test_verdict_forcing_is_checked():
+    from asarg.training.tiny import tiny_asarg_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match=r"finding_token_label_rate must be in \[0, 1\]"):
+        tiny_asarg_config(tokenizer, finding_loss_weight=1.0, finding_tokens=True, finding_token_label_rate=1.5)
+    with pytest.raises(ValueError, match="set finding_tokens=true"):
+        tiny_asarg_config(tokenizer, finding_loss_weight=1.0, finding_token_label_rate=0.5)

@@ -190,19 +190,21 @@ def test_the_recipe_sets_group_dropout_on_a_checkpoint(synthcxr, tmp_path, sft):
 
 def test_the_recipe_switches_them_on_and_trains_the_classifier(synthcxr, tmp_path, sft):
     """`--finding_tokens true` on a model without them: the classifier starts from the training prevalences and
-    trains, and the saved processor expands each image by the finding tokens."""
+    trains (with verdict forcing), and the saved processor expands each image by the finding tokens."""
     from test_training_recipe import run_main
     from transformers import AutoProcessor
 
     out = tmp_path / "out"
     findings = ["--finding_loss_weight", "1.0", "--finding_tokens", "true", "--max_steps", "3"]
-    trainer = run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), *findings)
+    forcing = ["--finding_token_label_rate", "0.5"]
+    trainer = run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), *findings, *forcing)
     head = trainer.model.model.finding_tokens
     assert head is not None and trainer.model.finding_head is None
     assert head.bias.abs().max() > 0.5  # the recipe started it from the training prevalences
     logged = [entry for entry in trainer.state.log_history if "finding_loss" in entry]
     assert logged
     assert AutoProcessor.from_pretrained(out).num_finding_tokens == trainer.model.config.num_finding_labels
+    assert trainer.model.config.finding_token_label_rate == 0.5  # verdict forcing, saved with the model
 
 
 def test_the_recipe_aligns_new_finding_tokens_first(synthcxr, tmp_path, sft):
