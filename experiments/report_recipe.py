@@ -73,6 +73,13 @@ CANDIDATES = (
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
         + ("--finding_alignment_epochs", "40"),
     ),
+    # Session 8, issue 21: the verdicts carry the side (docs/results/tracing/PLAN.md, R9).
+    Candidate(
+        "R9",
+        "R7 + sided finding tokens (right and left of each one-sided observation)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + ("--finding_alignment_epochs", "40", "--finding_sides", "all"),
+    ),
 )
 
 

@@ -285,7 +285,11 @@ class AsargConfig(LlavaConfig):
         tokens are built from its `finding_labels` (the known entries) instead of the classifier's verdicts (verdict
         forcing, the teacher forcing of the tokens), so that the language model learns to write what a token asserts
         even where the classifier is still unsure. 0 (default): off.
-    num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations).
+    finding_sides (`list[str]` or `None`): with `finding_tokens`, one-sided CheXpert observations (e.g. "Pleural
+        Effusion") that also get a finding per side, right then left, after the 14 observations, so the verdicts
+        carry the side (`num_finding_labels` counts them: 14 + 2 per observation). `None` (default): no sides.
+    num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations, plus two per
+        entry of `finding_sides`).
     """
 
     model_type = "asarg"
@@ -315,6 +319,7 @@ class AsargConfig(LlavaConfig):
     finding_thresholds: list[float] | None = None
     finding_token_temperature: float = 1.0
     finding_token_label_rate: float = 0.0
+    finding_sides: list[str] | None = None
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -425,6 +430,12 @@ class AsargConfig(LlavaConfig):
             raise ValueError(f"finding_token_label_rate must be in [0, 1], got {self.finding_token_label_rate}.")
         if self.finding_token_label_rate and not self.finding_tokens:
             raise ValueError("finding_token_label_rate forces finding tokens: set finding_tokens=true too.")
+        if self.finding_sides and not (self.finding_tokens and self.num_finding_labels > 2 * len(self.finding_sides)):
+            raise ValueError(
+                f"finding_sides {self.finding_sides} need finding_tokens=true and num_finding_labels counting them "
+                f"(the observations plus 2 per sided one), got finding_tokens={self.finding_tokens} and "
+                f"num_finding_labels={self.num_finding_labels}."
+            )
         if self.finding_tokens and not self.finding_loss_weight:
             raise ValueError(
                 "finding_tokens need their classifier trained: set finding_loss_weight > 0 (the finding loss) too."

@@ -8,6 +8,7 @@ import os
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from asarg.evaluation.report_labeler.findings import SIDED_OBSERVATIONS, check_sided, finding_names
 from asarg.processing.checkpoints import check_code
 from asarg.processing.checkpoints import load_model as load_checked_model
 from asarg.processing.compat import lora_target_matches
@@ -71,8 +72,10 @@ def _build(args):
     kwargs = {"revision": revision, "dtype": args.dtype, "attn_implementation": args.attn_implementation}
     if os.path.isdir(source):
         check_code(source)  # a foreign model's own code is named (and never run) before transformers reads it
-    model_type = AutoConfig.from_pretrained(source, revision=revision).model_type
+    saved = AutoConfig.from_pretrained(source, revision=revision)
+    model_type = saved.model_type
     if model_type == "asarg":
+        check_finding_sides(args, saved)
         # names a damaged file; a new finding head (finding_loss_weight) starts from random weights
         model = load_checked_model(source, AutoModelForImageTextToText, **kwargs, **training_fields(args))
         check_arm(args, model.config)
@@ -101,9 +104,36 @@ TRAINING_FIELDS = (
 
 
 def training_fields(args) -> dict:
-    """The model's training-only switches (`AsargConfig`: the auxiliary finding loss, finding tokens and their verdict
-    forcing, group and all-maps dropout) that the recipe sets; one left unset (None) keeps the checkpoint's own."""
-    return {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
+    """The model's training-only switches (`AsargConfig`: the auxiliary finding loss, finding tokens, their sides and
+    their verdict forcing, group and all-maps dropout) that the recipe sets; one left unset (None) keeps the
+    checkpoint's own."""
+    fields = {name: getattr(args, name) for name in TRAINING_FIELDS if getattr(args, name) is not None}
+    sides = finding_sides(args)
+    if sides is not None:
+        fields |= {"finding_sides": sides or None, "num_finding_labels": len(finding_names(sides))}
+    return fields
+
+
+def finding_sides(args) -> list[str] | None:
+    """The recipe's `finding_sides` (`all`: every one-sided CheXpert observation; `none`: no sides), checked; None
+    when unset."""
+    sides = getattr(args, "finding_sides", None)
+    if sides is None:
+        return None
+    if sides in (["all"], ["none"]):
+        return list(SIDED_OBSERVATIONS) if sides == ["all"] else []
+    return check_sided(sides)
+
+
+def check_finding_sides(args, config) -> None:
+    """A checkpoint's finding tokens fix their sides (the classifier's size): a recipe may only restate them."""
+    sides = finding_sides(args)
+    saved = list(getattr(config, "finding_sides", None) or [])
+    if sides is not None and getattr(config, "finding_tokens", False) and sides != saved:
+        raise ValueError(
+            f"finding_sides={sides} but the checkpoint's finding tokens have {saved}: their number is fixed by the "
+            "trained classifier; restate the checkpoint's sides or train from a checkpoint without finding tokens."
+        )
 
 
 def has_finding_head(source: str, revision: str | None = None, tokens: bool = False) -> bool:

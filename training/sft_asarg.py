@@ -16,6 +16,7 @@ import difflib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -25,7 +26,8 @@ from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from asarg.evaluation.report_labeler import label_reports
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS
+from asarg.evaluation.report_labeler.findings import finding_label_rows
 from asarg.processing.atomic import atomic_write
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
@@ -96,6 +98,14 @@ class AsargModelConfig(ModelConfig):
             "one extra image token per finding (needs finding_loss_weight > 0); None: the checkpoint's."
         },
     )
+    finding_sides: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "With new finding tokens: one-sided CheXpert observations that also get a finding token per side "
+            "(right, left), read from the side words of the report's sentences; 'all' for every one-sided "
+            "observation; None: the checkpoint's."
+        },
+    )
     finding_token_label_rate: float | None = field(
         default=None,
         metadata={
@@ -132,15 +142,14 @@ def split(data, name: str, limit: int | None):
     return ds.select_columns(["images", "messages"])
 
 
-def with_finding_labels(ds):
+def with_finding_labels(ds, sides: Sequence[str] = ()):
     """`finding_labels`: the 14 CheXpert observations of each study's report, read by the project's labeler (as
-    CE-F1 reads them): 1 present, 0 absent or not mentioned, -1 uncertain (ignored by the loss)."""
+    CE-F1 reads them), then the right and left of each of `sides` (`finding_label_rows`): 1 present, 0 absent or not
+    mentioned, -1 uncertain or unknown (ignored by the loss)."""
 
     def label(batch):
         reports = [messages[-1]["content"][-1]["text"] for messages in batch["messages"]]
-        values = label_reports(reports)
-        rows = np.where(values == 1, 1, np.where(values == -1, -1, 0))
-        return {"finding_labels": rows.astype(np.int8).tolist()}
+        return {"finding_labels": finding_label_rows(reports, sides).tolist()}
 
     return ds.map(label, batched=True, batch_size=1000, desc="finding labels")
 
@@ -187,10 +196,11 @@ def align_and_record(model, processor, ds, epochs: int, training_args) -> None:
 
 def balance_by_findings(ds, alpha: float, seed: int):
     """`ds` resampled with replacement to its own size, each study drawn with weight (frequency of its rarest positive
-    finding) ** -alpha, so rare findings are seen more often; 0 returns `ds` as it is."""
+    CheXpert observation; sides do not count) ** -alpha, so rare findings are seen more often; 0 returns `ds` as it
+    is."""
     if alpha == 0:
         return ds
-    labels = np.asarray(ds["finding_labels"]) == 1
+    labels = np.asarray(ds["finding_labels"])[:, : len(CHEXPERT_LABELS)] == 1
     frequency = labels.mean(0).clip(min=1.0 / len(ds))
     rarest = np.where(labels, frequency, np.inf).min(1)
     weight = np.where(np.isfinite(rarest), rarest, frequency.max()) ** -alpha
@@ -364,7 +374,8 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
             write_checksums(os.path.join(training_args.output_dir, "base_model"))
     findings = model.config.finding_loss_weight > 0
     if findings or script_args.finding_balance:
-        train = with_finding_labels(train)
+        sides = model.config.finding_sides or ()
+        train = with_finding_labels(train, sides)
         new_head = model_args.finding_loss_weight is not None and not has_finding_head(
             model_args.model_name_or_path, model_args.model_revision, tokens=model.config.finding_tokens
         )
@@ -373,7 +384,7 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
             if script_args.finding_alignment_epochs:
                 align_and_record(model, processor, train, script_args.finding_alignment_epochs, training_args)
         train = balance_by_findings(train, script_args.finding_balance, training_args.seed)
-        evals = with_finding_labels(evals) if evals is not None else None
+        evals = with_finding_labels(evals, sides) if evals is not None else None
         if not findings:
             train = train.remove_columns("finding_labels")
     data = {"train_dataset": train, "eval_dataset": evals, "data_collator": collator}

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
+from asarg.evaluation.report_labeler.findings import finding_label_rows, finding_names
 from asarg.processing.inference import load_for_generation
 from asarg.processing.synthcxr.dataset import read_manifest
 
@@ -54,14 +54,16 @@ def main(argv=None) -> None:
     folder = Path(args.data)
     studies = read_manifest(folder, "validation")[: args.n]
     logits = finding_logits(model, processor, [Image.open(folder / r["image"]).convert("L") for r in studies])
-    labels = label_reports([r["findings_text"] for r in studies]) == 1
-    auroc = {
-        name: round(float(roc_auc_score(labels[:, k], logits[:, k])), 3)
-        for k, name in enumerate(CHEXPERT_LABELS)
-        if 0 < labels[:, k].sum() < len(studies)
-    }
+    sides = model.config.finding_sides or ()
+    labels = finding_label_rows([r["findings_text"] for r in studies], sides)
+    auroc = {}
+    for k, name in enumerate(finding_names(sides)):
+        known = labels[:, k] >= 0  # a side the report leaves unknown is not scored
+        if 0 < (labels[known, k] == 1).sum() < known.sum():
+            auroc[name] = round(float(roc_auc_score(labels[known, k] == 1, logits[known, k])), 3)
     print(json.dumps({"model": args.model, "studies": len(studies), "auroc": auroc}))
-    print(json.dumps({"mean_auroc": round(float(np.mean(list(auroc.values()))), 3)}))
+    observations = [v for name, v in auroc.items() if "(" not in name]
+    print(json.dumps({"mean_auroc (the 14 observations)": round(float(np.mean(observations)), 3)}))
 
 
 if __name__ == "__main__":

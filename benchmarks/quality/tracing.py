@@ -14,6 +14,12 @@ removed. Methods, all through the model's public seams (`get_vision_features`, `
 * `attention` (models with finding tokens): where the finding token's classifier looks, its attention over the
   patches for the sentence's CheXpert observation (labeled from the sentence); a structure scores its attention
   mass. It explains the verdict the language model reads, not the wording; it needs no forward of the language model.
+* `verdict` (models with finding tokens): `occlusion`, scored on the finding classifier's logit for the sentence's
+  observation instead of the sentence's log-likelihood: how much the structure's region supports the verdict the
+  language model reads. Like `attention` it reads the sentence only for its observation, not its side word.
+* `sides` (models with sided finding tokens, `config.finding_sides`): the sentence's observation's right and left
+  verdicts, the lung whose verdict is higher; per patch, that side's classifier attention. The side comes from the
+  image's verdicts alone; the sentence gives only the observation.
 
 Tests:
 
@@ -51,7 +57,8 @@ from asarg.processing.models import resolve_model
 from asarg.processing.synthcxr.dataset import SPLITS, load_finding_masks, read_manifest
 
 SIDED = {"opacity", "consolidation", "effusion", "pneumothorax", "atelectasis", "nodule", "pleural_thickening"}
-METHODS = ("maps", "seg", "occlusion", "attention")
+METHODS = ("maps", "seg", "occlusion", "attention", "verdict", "sides")
+NEEDS_FINDING_TOKENS = ("attention", "verdict", "sides")
 SIDE_WORD = re.compile(r"\b(right|left)(?:-sided| sided)?\b\s*", re.IGNORECASE)
 
 
@@ -89,19 +96,56 @@ class Tracer:
         }
 
     @torch.inference_mode()
-    def attention(self, ctx: dict) -> np.ndarray | None:
-        """(N,) the finding-token classifier's attention over the patches for the sentence's first positive CheXpert
-        observation; None when the model has no finding tokens or the sentence asserts none."""
-        head = self.base.finding_tokens
-        if head is None:
+    def observation(self, ctx: dict) -> int | None:
+        """The sentence's first positive CheXpert observation (its finding token), or None when the model has no
+        finding tokens or the sentence asserts none."""
+        if self.base.finding_tokens is None:
             return None
         labels = self.labeler.label(ctx["sentence"])
         positive = [k for k, name in enumerate(CHEXPERT_LABELS) if name != "No Finding" and labels.get(name) == 1]
-        if not positive:
+        return positive[0] if positive else None
+
+    def sided(self, ctx: dict) -> tuple[int, int] | None:
+        """The (right, left) finding-token indices of the sentence's first positive observation that the model reads
+        per side (`config.finding_sides`); None when it has none."""
+        if self.base.finding_tokens is None:
+            return None
+        labels = self.labeler.label(ctx["sentence"])
+        for j, name in enumerate(self.config.finding_sides or ()):
+            if labels.get(name) == 1:
+                return len(CHEXPERT_LABELS) + 2 * j, len(CHEXPERT_LABELS) + 2 * j + 1
+        return None
+
+    @torch.inference_mode()
+    def side_scores(self, ctx: dict) -> dict[str, float] | None:
+        """`sides`: the right and left verdicts (logits relative to their thresholds) of the sentence's observation."""
+        pair = self.sided(ctx)
+        if pair is None:
+            return None
+        logits = self.base.finding_logits(self.base.project_image_tokens(ctx["vision"], ctx["seg"]))[0]
+        thresholds = self.config.finding_thresholds
+        if thresholds is not None:
+            logits = logits - torch.tensor(thresholds).logit()
+        return {"right lung": float(logits[pair[0]]), "left lung": float(logits[pair[1]])}
+
+    @torch.inference_mode()
+    def attention(self, ctx: dict, method: str = "attention") -> np.ndarray | None:
+        """(N,) the finding-token classifier's attention over the patches for the sentence's observation (`sides`: for
+        the side whose verdict is higher); None when there is none."""
+        k = self.observation(ctx)
+        if method == "sides":
+            scores, pair = self.side_scores(ctx), self.sided(ctx)
+            k = None if pair is None else pair[scores["left lung"] > scores["right lung"]]
+        if k is None:
             return None
         tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])[:, : -self.config.num_finding_labels]
-        weights = head.attention(tokens)[0, positive[0]]
+        weights = self.base.finding_tokens.attention(tokens)[0, k]
         return weights[tokens.shape[1] - ctx["seg"].shape[1] :].numpy()  # the patches (after a CLS token)
+
+    @torch.inference_mode()
+    def verdicts(self, ctx: dict, seg_rows: torch.Tensor, vision_rows: torch.Tensor, k: int) -> torch.Tensor:
+        """The finding classifier's logit for observation `k` under each row's seg columns and vision tokens."""
+        return self.base.finding_logits(self.base.project_image_tokens(vision_rows, seg_rows))[:, k]
 
     @torch.inference_mode()
     def logliks(self, ctx: dict, seg_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:
@@ -120,11 +164,17 @@ class Tracer:
         return ctx["maps"][members].amax(0).flatten() >= 0.5
 
     def structure_drops(self, ctx: dict, names: list[str], method: str) -> dict[str, float]:
+        if method == "sides":
+            scores = self.side_scores(ctx) or {}
+            return {name: scores.get(name, 0.0) for name in names}
         if method == "attention":
             weights = self.attention(ctx)
             if weights is None:
                 return {name: 0.0 for name in names}
             return {name: float(weights[self.region(ctx, self.groups[name]).numpy()].sum()) for name in names}
+        k = self.observation(ctx) if method == "verdict" else None
+        if method == "verdict" and k is None:
+            return {name: 0.0 for name in names}
         seg, vision = ctx["seg"], ctx["vision"]
         rows_seg, rows_vision = [seg[0]], [vision[0]]
         mean_token = vision[0].mean(0)
@@ -137,15 +187,21 @@ class Tracer:
             else:
                 inside = self.region(ctx, members)
                 s[inside] = 0
-                if method == "occlusion":
+                if method in ("occlusion", "verdict"):
                     v[offset:][inside] = mean_token
             rows_seg.append(s)
             rows_vision.append(v)
-        ll = self.logliks(ctx, torch.stack(rows_seg), torch.stack(rows_vision))
-        return {name: float(ll[0] - ll[i + 1]) for i, name in enumerate(names)}
+        rows = torch.stack(rows_seg), torch.stack(rows_vision)
+        score = self.verdicts(ctx, *rows, k) if method == "verdict" else self.logliks(ctx, *rows)
+        return {name: float(score[0] - score[i + 1]) for i, name in enumerate(names)}
 
-    def patch_drops(self, ctx: dict) -> np.ndarray:
-        """(N,) drop when each single patch is occluded (seg columns zero, vision token the image's mean)."""
+    def patch_drops(self, ctx: dict, method: str = "occlusion") -> np.ndarray | None:
+        """(N,) drop when each single patch is occluded (seg columns zero, vision token the image's mean): of the
+        sentence's log-likelihood (`occlusion`) or of its observation's classifier logit (`verdict`; None when the
+        sentence asserts none)."""
+        k = self.observation(ctx) if method == "verdict" else None
+        if method == "verdict" and k is None:
+            return None
         seg, vision = ctx["seg"], ctx["vision"]
         n, offset = seg.shape[1], vision.shape[1] - seg.shape[1]
         seg_rows = seg.repeat(n + 1, 1, 1)
@@ -154,6 +210,9 @@ class Tracer:
         for p in range(n):
             seg_rows[p + 1, p] = 0
             vision_rows[p + 1, offset + p] = mean_token
+        if method == "verdict":
+            ll = self.verdicts(ctx, seg_rows, vision_rows, k)
+            return (ll[0] - ll[1:]).numpy()
         drops = []
         for first in range(0, n + 1, 33):
             drops.append(self.logliks(ctx, seg_rows[first : first + 33], vision_rows[first : first + 33]))
@@ -269,7 +328,7 @@ def pointing_game(tracer, cases, image_of, priors, rng, method: str = "occlusion
         target = target.flatten() > 0
         if not target.any():
             continue
-        drops = tracer.patch_drops(ctx) if method == "occlusion" else tracer.attention(ctx)
+        drops = tracer.attention(ctx, method) if method in ("attention", "sides") else tracer.patch_drops(ctx, method)
         if drops is None:
             continue
         prior = priors.get((case["finding"]["kind"], case["finding"]["side"]))
@@ -310,9 +369,10 @@ def main(argv=None) -> None:
         return Image.open(folder / record["image"]).convert("L")
 
     grid = tracer.encode(image_of(records[0]), "The heart is normal.")["grid"]
-    supported = [m for m in METHODS if m != "attention" or model.model.finding_tokens is not None]
+    supported = [m for m in METHODS if m not in NEEDS_FINDING_TOKENS or model.model.finding_tokens is not None]
+    supported = [m for m in supported if m != "sides" or model.config.finding_sides]
     methods = [m for m in (args.methods or supported) if m in supported]
-    pointing_methods = [m for m in methods if m in ("occlusion", "attention")]
+    pointing_methods = [m for m in methods if m in ("occlusion", "attention", "verdict", "sides")]
     priors = mask_prior(prior_folder, prior_records, grid)
     result = {
         "model": str(args.model or "embedded default model"),

@@ -223,3 +223,15 @@ def test_verdict_forcing_is_checked():
         tiny_asarg_config(tokenizer, finding_loss_weight=1.0, finding_tokens=True, finding_token_label_rate=1.5)
     with pytest.raises(ValueError, match="set finding_tokens=true"):
         tiny_asarg_config(tokenizer, finding_loss_weight=1.0, finding_token_label_rate=0.5)
+
+
+def test_finding_sides_need_tokens_that_count_them():
+    from asarg.training.tiny import tiny_asarg_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    sides = {"finding_sides": ["Pleural Effusion"], "finding_loss_weight": 1.0}
+    with pytest.raises(ValueError, match="finding_sides"):
+        tiny_asarg_config(tokenizer, **sides)  # no finding tokens
+    with pytest.raises(ValueError, match="num_finding_labels"):
+        tiny_asarg_config(tokenizer, finding_tokens=True, num_finding_labels=2, **sides)
+    assert tiny_asarg_config(tokenizer, finding_tokens=True, num_finding_labels=16, **sides).finding_sides

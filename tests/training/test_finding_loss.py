@@ -223,6 +223,28 @@ def test_the_recipe_aligns_new_finding_tokens_first(synthcxr, tmp_path, sft):
     assert saved == record["thresholds"] and len(saved) == 14
 
 
+def test_the_recipe_adds_sided_finding_tokens_and_a_checkpoint_keeps_its_sides(synthcxr, tmp_path, sft):
+    """`--finding_sides`: one finding token per side of each named observation after the 14 (the labels read from
+    the reports' side words, the processor's image sequence longer by them); a recipe that continues the checkpoint
+    with other sides is refused before training."""
+    from test_training_recipe import run_main
+    from transformers import AutoProcessor
+
+    out = tmp_path / "out"
+    findings = ["--finding_loss_weight", "1.0", "--finding_tokens", "true", "--max_steps", "1"]
+    sides = ["--finding_sides", "Pleural Effusion", "Pneumothorax"]
+    trainer = run_main(sft, "--dataset_name", str(synthcxr), "--output_dir", str(out), *findings, *sides)
+    config = trainer.model.config
+    assert config.finding_sides == ["Pleural Effusion", "Pneumothorax"] and config.num_finding_labels == 18
+    assert trainer.model.model.finding_tokens.bias.shape == (18,)
+    assert AutoProcessor.from_pretrained(out).num_finding_tokens == 18
+    with pytest.raises(ValueError, match="finding tokens have"):
+        run_main(
+            sft, "--model_name_or_path", str(out), "--dataset_name", str(synthcxr),
+            "--output_dir", str(tmp_path / "next"), *findings, "--finding_sides", "all",
+        )  # fmt: skip
+
+
 def test_finding_alignment_without_finding_tokens_is_a_clear_error(synthcxr, tmp_path, sft):
     from test_training_recipe import run_main
 
