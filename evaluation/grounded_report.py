@@ -210,9 +210,13 @@ def ground_report(
         {"report": str, "image_size": [W, H], "labels": {observation: value} (the whole report),
          "sentences": [{"text", "span": [start, end] in the report,
                         "labels": {CheXpert observation: "positive" | "uncertain" | "negative"} (rule labeler),
-                        "structures": [{"name", "score": log-likelihood drop in nats when its maps are removed,
+                        "method": the tracing method (`trace_report`), "finding": the finding token traced
+                        (method "finding"; None for a sentence that asserts none), "confidence": its verdict,
+                        "structures": [{"name", "score": (method "finding") the share of the finding classifier's
+                                        attention inside the structure, or (method "maps") the log-likelihood drop in
+                                        nats when its maps are removed,
                                         "box": [x0, y0, x1, y1] pixels of the input image (x1, y1 exclusive), or
-                                        None when its mask is empty}, ... the `top` largest drops first]}]}
+                                        None when its mask is empty}, ... the `top` highest scores first]}]}
     structures: "groups" (CXAS anatomy groups, `structure_groups`), "maps" (every map channel) or anything
     `resolve_structures` takes. A box is that of the structure's mask (its maps at the image's size > 0.5; a group:
     the union of its members). The segmenter runs once for generation, tracing and boxes. segmentation_maps: K x H
@@ -247,6 +251,9 @@ def _grounded(report: str, traces: Sequence[SentenceTrace], named: dict, seg: _S
             "text": t.text,
             "span": list(t.span),
             "labels": _labels(t.text, keep_no_finding=False),
+            "method": t.method,
+            "finding": t.finding,
+            "confidence": t.confidence,
             "structures": [{"name": s.name, "score": s.drop, "box": box[s.name]} for s in t.ranking[:top]],
         }
         for t in traces

@@ -1,8 +1,16 @@
-"""Trace report sentences to anatomy by counterfactual map ablation.
+"""Trace report sentences to anatomy: through the finding tokens' classifier, or by counterfactual map ablation.
 
-For one image and one report (generated or given), `trace_report` teacher-forces prompt + report and measures, for
-every sentence, how much the sentence's log-likelihood drops when one anatomical structure's segmentation map (or a
-group of maps) is removed:
+For one image and one report (generated or given), `trace_report` ranks anatomical structures for every sentence.
+
+**`finding`** (the default for a model with finding tokens, `config.finding_tokens`): the language model writes a
+finding from its finding token, the verdict of a classifier that pools the image tokens with one attention query per
+finding. A sentence is traced to that finding (its first positive CheXpert observation; with sided finding tokens,
+the side whose verdict is higher, so the film, not the sentence's side word, says which lung) and a structure scores
+its share of that query's attention over the patches. On the tracing benchmarks (docs/results.md) it points into the
+finding and follows a swapped film where the removal methods below do not.
+
+**`maps`** (the default otherwise): teacher-force prompt + report and measure, for every sentence, how much the
+sentence's log-likelihood drops when one anatomical structure's segmentation map (or a group of maps) is removed:
 
     drop(sentence, structure) = sum over the sentence's tokens of  log p_full(token) - log p_ablated(token)
 
@@ -29,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
+from asarg.evaluation.report_labeler.findings import finding_names
 from asarg.processing.inference import prompt_text
 from asarg.processing.loaders.common import DEFAULT_PROMPT, messages
 
@@ -49,7 +59,10 @@ class SentenceTrace:
     span: tuple[int, int]  # character span in the report
     log_likelihood: float  # with every map present (sum over the sentence's tokens, nats)
     n_tokens: int
-    ranking: list[StructureDrop] = field(default_factory=list)  # largest drop first
+    ranking: list[StructureDrop] = field(default_factory=list)  # largest drop (or attention share) first
+    method: str = "maps"  # how `ranking` was scored (`TRACING_METHODS`)
+    finding: str | None = None  # `finding`: the finding token traced, e.g. "Pleural Effusion (left)"
+    confidence: float | None = None  # `finding`: how present that token says it is (0.5 at its threshold)
 
     @property
     def top(self) -> str | None:
@@ -289,6 +302,15 @@ def _sentence_traces(sentences, token_sentence, full, drops, names) -> list[Sent
     return traces
 
 
+TRACING_METHODS = ("finding", "maps")
+
+
+def default_method(model) -> str:
+    """`finding` for a model with finding tokens (where its finding classifier looks: the best method on the tracing
+    benchmarks, docs/results.md), else `maps`."""
+    return "finding" if getattr(model.model, "finding_tokens", None) is not None else "maps"
+
+
 def trace_report(
     model,
     processor,
@@ -300,9 +322,16 @@ def trace_report(
     seg_maps=None,
     seg_features=None,
     segmentation_maps=None,
+    method: str | None = None,
     _per_row_vision: bool = False,
 ) -> list[SentenceTrace]:
-    """Rank anatomical structures for every sentence of `report` by the log-likelihood drop their removal causes.
+    """Rank anatomical structures for every sentence of `report`.
+
+    method: `finding` (default for a model with finding tokens): the sentence's finding (its first positive CheXpert
+    observation, by the rule labeler; with sided finding tokens, the side whose verdict is higher, whatever side the
+    sentence names) and each structure's share of the attention of that finding's classifier query over the patches
+    (soft: the structure's coverage of each patch); a sentence that asserts no finding gets no ranking. `maps`
+    (default otherwise): the log-likelihood drop each structure's map removal causes, as below.
 
     model: an AsargForConditionalGeneration with use_seg_maps=True. processor: its AsargProcessor (fast tokenizer).
     image: PIL or numpy image. report: the text to trace (e.g. what `generate` wrote). prompt: the user instruction
@@ -314,6 +343,11 @@ def trace_report(
     (`_per_row_vision=True` runs the whole forward per row instead: the old path, kept for the benchmark.)
     """
     check_traceable(model)
+    method = method or default_method(model)
+    if method not in TRACING_METHODS:
+        raise ValueError(f"Unknown tracing method {method!r}; choose one of {TRACING_METHODS}.")
+    if method == "finding" and getattr(model.model, "finding_tokens", None) is None:
+        raise ValueError("method='finding' traces the finding tokens' classifier; this model has none (use 'maps').")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     sentences = split_sentences(report)
@@ -327,8 +361,65 @@ def trace_report(
     )
 
     seg = (seg_maps, seg_features)
+    if method == "finding":
+        return _finding_traces(model, encoded, sentences, tokens, named, seg)
     drops, full = _run_ablations(model, encoded, named, tokens["positions"], batch_size, seg, _per_row_vision)
     return _sentence_traces(sentences, tokens["sentences"], full.cpu(), drops.cpu(), list(named))
+
+
+def sentence_finding(model, sentence: str, verdicts: torch.Tensor, labeler=None) -> int | None:
+    """The finding token a sentence rests on: its first positive CheXpert observation; with sided finding tokens for
+    it (`config.finding_sides`), the side whose verdict (`verdicts`, logits relative to the thresholds) is higher.
+    None when the sentence asserts no finding."""
+    labels = (labeler or RuleLabeler()).label(sentence)
+    positive = [name for name in CHEXPERT_LABELS if name != "No Finding" and labels.get(name) == 1]
+    if not positive:
+        return None
+    sides = list(model.config.finding_sides or ())
+    if positive[0] in sides:
+        right = len(CHEXPERT_LABELS) + 2 * sides.index(positive[0])
+        return right if verdicts[right] >= verdicts[right + 1] else right + 1
+    return CHEXPERT_LABELS.index(positive[0])
+
+
+def _finding_traces(model, encoded, sentences, tokens, named, seg) -> list[SentenceTrace]:
+    """`trace_report(method="finding")`: one forward of the projector and the finding classifier, one teacher-forced
+    forward for the sentences' log-likelihoods."""
+    base, config = model.model, model.config
+    with evaluation_mode(model):
+        device = model.device
+        maps, features = model_segmentation(model, encoded, *seg)
+        pixel_values = encoded["pixel_values"].to(device)
+        grid = tuple(int(x) // config.vision_config.patch_size for x in pixel_values.shape[-2:])
+        maps = _pool(maps, grid, device)
+        features = _pool(features, grid, device)
+        vision = base.get_vision_features(pixel_values)
+        seg_tokens = base.get_seg_tokens(pixel_values, seg_maps=maps, seg_features=features)
+        image_tokens = base.project_image_tokens(vision, seg_tokens)
+        verdicts = base.finding_logits(image_tokens)[0].float()
+        if config.finding_thresholds is not None:
+            verdicts = verdicts - torch.tensor(config.finding_thresholds, device=verdicts.device).logit()
+        patches = grid[0] * grid[1]
+        attention = base.finding_tokens.attention(image_tokens[:, : -config.num_finding_labels])[0, :, -patches:]
+        inputs = {k: encoded[k].to(device) for k in ("input_ids", "attention_mask", "pixel_values")}
+        if features is not None:
+            inputs["seg_features"] = features
+        full = _token_logprobs(model, inputs, maps, tokens["positions"], vision)[0].cpu()
+    coverage = {name: maps[0, members].amax(0).flatten().float() for name, members in named.items()}
+    names, labeler = finding_names(config.finding_sides or ()), RuleLabeler()
+    index = torch.tensor(tokens["sentences"])
+    traces = []
+    for sid, (text, span) in enumerate(sentences):
+        mine = index == sid
+        trace = SentenceTrace(text, span, float(full[mine].sum()), int(mine.sum()), method="finding")
+        k = sentence_finding(model, text, verdicts, labeler)
+        if k is not None:
+            weights = attention[k].float()
+            shares = {name: float((weights * cover).sum()) for name, cover in coverage.items()}
+            trace.ranking = sorted((StructureDrop(n, v, v) for n, v in shares.items()), key=lambda d: -d.drop)
+            trace.finding, trace.confidence = names[k], float(verdicts[k].sigmoid())
+        traces.append(trace)
+    return traces
 
 
 @contextmanager
@@ -370,6 +461,9 @@ def trace_to_json(traces: Sequence[SentenceTrace], top: int | None = None) -> di
                 "span": list(t.span),
                 "log_likelihood": t.log_likelihood,
                 "n_tokens": t.n_tokens,
+                "method": t.method,
+                "finding": t.finding,
+                "confidence": t.confidence,
                 "structures": [
                     {"name": s.name, "drop": s.drop, "normalised_drop": s.normalised_drop}
                     for s in t.ranking[: top if top is not None else len(t.ranking)]

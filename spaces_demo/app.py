@@ -45,8 +45,10 @@ INTRO = """# ASaRG: anatomy-grounded chest X-ray reports
 **Research demo, not for clinical use.** A LLaVA model whose projector also reads the per-structure maps of a chest
 X-ray segmenter writes the findings. Upload a film (PNG, JPEG or DICOM) or pick an example, then **Generate report**.
 Click a sentence to see the anatomy it rests on; remove a structure to see what the report says without it."""
-FOOTER = """Scores are counterfactual: the drop in the sentence's log-likelihood (nats) when the structure's maps are
-removed from the model's input. They show what this model relies on, not where a finding is. Apache-2.0 licence;
+FOOTER = """A sentence's scores say where the model looked for the finding it writes: each structure's share of the
+attention of the classifier whose verdict the model reads (a model without finding tokens: the drop in the sentence's
+log-likelihood, in nats, when the structure's maps are removed). They show what this model relies on, not a
+diagnosis. Apache-2.0 licence;
 SynthCXR examples are synthetic, RG1_UNCR.dcm is a DICOM sample film from the pydicom-data package."""
 
 

@@ -241,7 +241,7 @@ def sentence_annotations(
     sx, sy = film_size[0] / image_size[0], film_size[1] / image_size[1]
     out = []
     for item in sentence.get("structures", []):
-        label = f"{item['name']}  {item['score']:+.3f}"
+        label = f"{item['name']}  {_score(sentence, item['score'])}"
         if item["name"] in masks:
             out.append((outlined(masks[item["name"]], fill=0.35), label))
         elif item.get("box"):
@@ -264,13 +264,31 @@ def sentence_details(sentence: Mapping | None) -> str:
     lines = [f"**{sentence['text']}**", ""]
     lines.append(", ".join(f"{obs}: *{value}*" for obs, value in labels.items()) or "*No CheXpert observation.*")
     structures = sentence.get("structures", [])
+    if sentence.get("method") == "finding":
+        if not sentence.get("finding"):
+            return "\n".join([*lines, "", "*This sentence asserts no finding: there is nothing to trace.*"])
+        lines += [
+            "",
+            f"The model reads **{sentence['finding']}** in this film at {sentence['confidence']:.0%} (50% = the "
+            "threshold at which it writes the finding). Where its classifier looked for it:",
+        ]
     if structures:
         lines += ["", "| structure | score |", "|---|---:|"]
-        lines += [f"| {s['name']} | {s['score']:+.3f} |" for s in structures]
-        lines += ["", "Score: how much less likely the model finds this sentence without the structure's map (nats)."]
+        lines += [f"| {s['name']} | {_score(sentence, s['score'])} |" for s in structures]
+        lines += ["", SCORE_MEANING[sentence.get("method", "maps")]]
     else:
         lines += ["", "*No structure supports this sentence.*"]
     return "\n".join(lines)
+
+
+SCORE_MEANING = {
+    "finding": "Score: the share of the classifier's attention that falls inside the structure.",
+    "maps": "Score: how much less likely the model finds this sentence without the structure's map (nats).",
+}
+
+
+def _score(sentence: Mapping, score: float) -> str:
+    return f"{score:.0%}" if sentence.get("method") == "finding" else f"{score:+.3f}"
 
 
 # ---- the counterfactual ----------------------------------------------------------------------------------------------

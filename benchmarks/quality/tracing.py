@@ -11,15 +11,16 @@ removed. Methods, all through the model's public seams (`get_vision_features`, `
 * `maps`: the structure's map channels set to zero everywhere (today's `trace_report`);
 * `seg`: every seg column (U-Net features and maps) of the patches inside the structure's mask set to zero;
 * `occlusion`: `seg`, and the vision tokens of those patches replaced by the image's mean vision token;
-* `attention` (models with finding tokens): where the finding token's classifier looks, its attention over the
-  patches for the sentence's CheXpert observation (labeled from the sentence); a structure scores its attention
-  mass. It explains the verdict the language model reads, not the wording; it needs no forward of the language model.
+* `attention` (models with finding tokens; `trace_report`'s default `finding` method): where the finding token's
+  classifier looks, its attention over the patches for the sentence's CheXpert observation (labeled from the
+  sentence; with sided tokens, the side whose verdict is higher); a structure scores its attention mass. It explains
+  the verdict the language model reads, not the wording; it needs no forward of the language model.
 * `verdict` (models with finding tokens): `occlusion`, scored on the finding classifier's logit for the sentence's
   observation instead of the sentence's log-likelihood: how much the structure's region supports the verdict the
   language model reads. Like `attention` it reads the sentence only for its observation, not its side word.
-* `sides` (models with sided finding tokens, `config.finding_sides`): the sentence's observation's right and left
-  verdicts, the lung whose verdict is higher; per patch, that side's classifier attention. The side comes from the
-  image's verdicts alone; the sentence gives only the observation.
+* `sides` (models with sided finding tokens, `config.finding_sides`): the lung whose verdict for the sentence's
+  observation is higher (the side `trace_report` traces). The side comes from the image's verdicts alone; the
+  sentence gives only the observation.
 
 Tests:
 
@@ -51,6 +52,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from asarg.evaluation.grounding import match_findings, split_sentences, structure_groups
 from asarg.evaluation.report_labeler import CHEXPERT_LABELS, RuleLabeler
+from asarg.evaluation.tracing import sentence_finding
 from asarg.processing.inference import load_for_generation, prompt_text
 from asarg.processing.loaders.common import messages
 from asarg.processing.models import resolve_model
@@ -117,25 +119,27 @@ class Tracer:
         return None
 
     @torch.inference_mode()
+    def relative_verdicts(self, ctx: dict) -> torch.Tensor:
+        """(K,) the finding classifier's logits on the whole film, relative to the findings' thresholds."""
+        logits = self.base.finding_logits(self.base.project_image_tokens(ctx["vision"], ctx["seg"]))[0]
+        thresholds = self.config.finding_thresholds
+        return logits if thresholds is None else logits - torch.tensor(thresholds).logit()
+
     def side_scores(self, ctx: dict) -> dict[str, float] | None:
         """`sides`: the right and left verdicts (logits relative to their thresholds) of the sentence's observation."""
         pair = self.sided(ctx)
         if pair is None:
             return None
-        logits = self.base.finding_logits(self.base.project_image_tokens(ctx["vision"], ctx["seg"]))[0]
-        thresholds = self.config.finding_thresholds
-        if thresholds is not None:
-            logits = logits - torch.tensor(thresholds).logit()
+        logits = self.relative_verdicts(ctx)
         return {"right lung": float(logits[pair[0]]), "left lung": float(logits[pair[1]])}
 
     @torch.inference_mode()
-    def attention(self, ctx: dict, method: str = "attention") -> np.ndarray | None:
-        """(N,) the finding-token classifier's attention over the patches for the sentence's observation (`sides`: for
-        the side whose verdict is higher); None when there is none."""
-        k = self.observation(ctx)
-        if method == "sides":
-            scores, pair = self.side_scores(ctx), self.sided(ctx)
-            k = None if pair is None else pair[scores["left lung"] > scores["right lung"]]
+    def attention(self, ctx: dict) -> np.ndarray | None:
+        """(N,) `trace_report`'s `finding` method: the attention over the patches of the sentence's finding token
+        (`sentence_finding`: with sided tokens, the side whose verdict is higher); None when there is none."""
+        if self.base.finding_tokens is None:
+            return None
+        k = sentence_finding(self.model, ctx["sentence"], self.relative_verdicts(ctx), self.labeler)
         if k is None:
             return None
         tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])[:, : -self.config.num_finding_labels]
@@ -328,7 +332,7 @@ def pointing_game(tracer, cases, image_of, priors, rng, method: str = "occlusion
         target = target.flatten() > 0
         if not target.any():
             continue
-        drops = tracer.attention(ctx, method) if method in ("attention", "sides") else tracer.patch_drops(ctx, method)
+        drops = tracer.attention(ctx) if method == "attention" else tracer.patch_drops(ctx, method)
         if drops is None:
             continue
         prior = priors.get((case["finding"]["kind"], case["finding"]["side"]))
@@ -372,7 +376,7 @@ def main(argv=None) -> None:
     supported = [m for m in METHODS if m not in NEEDS_FINDING_TOKENS or model.model.finding_tokens is not None]
     supported = [m for m in supported if m != "sides" or model.config.finding_sides]
     methods = [m for m in (args.methods or supported) if m in supported]
-    pointing_methods = [m for m in methods if m in ("occlusion", "attention", "verdict", "sides")]
+    pointing_methods = [m for m in methods if m in ("occlusion", "attention", "verdict")]
     priors = mask_prior(prior_folder, prior_records, grid)
     result = {
         "model": str(args.model or "embedded default model"),

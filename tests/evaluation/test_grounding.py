@@ -295,6 +295,62 @@ def test_untraceable_inputs_raise(make_asarg):
         trace_report(model, processor, xray_like(), REPORT, structures=["heart"], seg_maps=hand_maps())
 
 
+SIDED_REPORT = "Small right pleural effusion. The heart size is normal."
+
+
+@pytest.fixture
+def finding_model(make_asarg):
+    """Finding tokens with sides for effusion; the left verdict is certain, the right one absent."""
+    model, processor = make_asarg(
+        live_seg=True,
+        finding_loss_weight=1.0,
+        finding_tokens=True,
+        finding_sides=["Pleural Effusion"],
+        num_finding_labels=16,
+    )
+    with torch.no_grad():
+        model.model.finding_tokens.queries.normal_(0, 3.0)  # a peaked attention, as after training
+        model.model.finding_tokens.bias[14], model.model.finding_tokens.bias[15] = -10.0, 10.0
+    return model, processor
+
+
+def test_with_finding_tokens_tracing_follows_the_finding_classifier(finding_model):
+    """The default for a model with finding tokens: the sentence is traced to its finding token (the side the verdicts
+    say, not the side word), each structure scores its share of that token's attention (its coverage-weighted sum),
+    a sentence without a finding gets no ranking, and the log-likelihoods are the model's own."""
+    model, processor = finding_model
+    traces = trace_report(model, processor, xray_like(), SIDED_REPORT)
+    effusion, heart = traces
+    assert effusion.method == "finding" and effusion.finding == "Pleural Effusion (left)"
+    assert effusion.confidence > 0.99 and heart.finding is None and heart.ranking == []
+    base = model.model
+    encoded = processor(images=xray_like(), text=processor.image_token, return_tensors="pt")
+    with torch.no_grad():
+        seg = base.run_segmenter(encoded["seg_pixel_values"])
+        grid = (encoded["pixel_values"].shape[-1] // model.config.vision_config.patch_size,) * 2
+        maps = torch.nn.functional.adaptive_avg_pool2d(seg["maps"].float(), grid)
+        tokens = base.project_image_tokens(
+            base.get_vision_features(encoded["pixel_values"]),
+            base.get_seg_tokens(encoded["pixel_values"], seg_maps=seg["maps"], seg_features=seg["features"]),
+        )
+        attention = base.finding_tokens.attention(tokens[:, :-16])[0, 15, -grid[0] * grid[1] :]
+    names = list(model.config.seg_class_names)
+    expected = {name: float((attention * maps[0, i].flatten()).sum()) for i, name in enumerate(names)}
+    assert {d.name: d.drop for d in effusion.ranking} == pytest.approx(expected, abs=1e-5)
+    assert [d.drop for d in effusion.ranking] == sorted(expected.values(), reverse=True)
+    by_maps = trace_report(model, processor, xray_like(), SIDED_REPORT, method="maps")
+    assert [t.log_likelihood for t in traces] == pytest.approx([t.log_likelihood for t in by_maps], abs=1e-4)
+    assert by_maps[0].method == "maps" and by_maps[0].finding is None
+
+
+def test_the_finding_method_needs_finding_tokens(make_asarg):
+    model, processor = make_asarg(live_seg=True)
+    with pytest.raises(ValueError, match="has none"):
+        trace_report(model, processor, xray_like(), REPORT, method="finding")
+    with pytest.raises(ValueError, match="Unknown tracing method"):
+        trace_report(model, processor, xray_like(), REPORT, method="occlusion")
+
+
 def test_trace_to_json():
     trace = SentenceTrace("Mild cardiomegaly.", (0, 18), -3.5, 4, [StructureDrop("heart", 2.0, 0.5)])
     assert trace_to_json([trace]) == {
@@ -304,6 +360,9 @@ def test_trace_to_json():
                 "span": [0, 18],
                 "log_likelihood": -3.5,
                 "n_tokens": 4,
+                "method": "maps",
+                "finding": None,
+                "confidence": None,
                 "structures": [{"name": "heart", "drop": 2.0, "normalised_drop": 0.5}],
             }
         ]

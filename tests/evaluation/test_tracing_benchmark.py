@@ -81,7 +81,7 @@ def test_the_verdict_method_scores_the_observations_logit_under_occlusion(make_a
 
 def test_the_sides_method_reads_the_sided_verdicts_not_the_side_word(make_asarg):
     """`sides`: with sided finding tokens, the traced side is the lung whose verdict for the sentence's observation is
-    higher, the same with or without the side word; the pointing map is that side's attention."""
+    higher, the same with or without the side word; `attention` (trace_report's method) reads that side's query."""
     tracing = load_benchmark("tracing")
     model, processor = make_asarg(
         live_seg=True,
@@ -106,5 +106,5 @@ def test_the_sides_method_reads_the_sided_verdicts_not_the_side_word(make_asarg)
     with torch.inference_mode():
         tokens = model.model.project_image_tokens(ctx["vision"], ctx["seg"])[:, :-18]
         looks = model.model.finding_tokens.attention(tokens)[0, right, -ctx["seg"].shape[1] :]
-    assert torch.allclose(torch.as_tensor(tracer.attention(ctx, "sides")), looks)
+    assert torch.allclose(torch.as_tensor(tracer.attention(ctx)), looks)  # trace_report's: the side the verdicts say
     assert tracer.side_scores(tracer.encode(image, "Mild cardiomegaly.")) is None

@@ -515,3 +515,21 @@ def test_the_engine_segments_a_film_once_for_report_tracing_and_overlay(engine, 
     finally:
         handle.remove()
     assert len(runs) == 2
+
+
+def test_a_finding_traced_sentence_says_what_the_model_read_in_readable_units():
+    """Method `finding`: the verdict in percent, each structure's share of the classifier's attention in percent; a
+    sentence that asserts nothing says so."""
+    structures = [{"name": "left lung", "score": 0.42, "box": [0, 0, 20, 20]}]
+    grounded = grounded_report("Small effusion.", [("Small effusion.", {"Pleural Effusion": "positive"}, structures)])
+    sentence = logic.sentence_at(grounded, 0) | {
+        "method": "finding",
+        "finding": "Pleural Effusion (left)",
+        "confidence": 0.84,
+    }
+    details = logic.sentence_details(sentence)
+    assert "**Pleural Effusion (left)** in this film at 84%" in details and "| left lung | 42% |" in details
+    assert "share of the classifier's attention" in details
+    assert [label for _, label in logic.sentence_annotations(sentence, {}, [100, 80], [50, 40])] == ["left lung  42%"]
+    quiet = sentence | {"finding": None, "confidence": None, "structures": []}
+    assert "asserts no finding" in logic.sentence_details(quiet)
