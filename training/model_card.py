@@ -131,11 +131,13 @@ def _model_section(config: dict) -> str:
         + (f", {seg.get('image_size')} px" if seg else ""),
     ]
     if config.get("finding_tokens"):
+        sides = config.get("finding_sides") or []
+        per = "one per CheXpert observation" + (f" and per side of {', '.join(sides)}" if sides else "")
         lines.append(
             f"- finding tokens: a classifier on the projected image tokens (one attention query per finding) gives "
-            f"{config.get('num_finding_labels')} more image tokens, one per CheXpert observation, each between a "
-            "learned 'absent' and 'present' embedding by its probability relative to the finding's threshold; the "
-            "language model reads them with the image"
+            f"{config.get('num_finding_labels')} more image tokens, {per}, each between a learned 'absent' and "
+            "'present' embedding by its probability relative to the finding's threshold; the language model reads "
+            "them with the image, and `trace_report` traces each sentence through them"
         )
     if _uses_cxas(config):
         lines.append(
