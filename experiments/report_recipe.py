@@ -73,6 +73,13 @@ CANDIDATES = (
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
         + ("--finding_alignment_epochs", "40"),
     ),
+    # Session 8: the language model learns to write what a token asserts (PLAN.md, R8).
+    Candidate(
+        "R8",
+        "R7 + verdict forcing (finding tokens from the study's labels for half the training samples)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + ("--finding_alignment_epochs", "40", "--finding_token_label_rate", "0.5"),
+    ),
     # Session 8, issue 21: the verdicts carry the side (docs/results/tracing/PLAN.md, R9).
     Candidate(
         "R9",

@@ -638,6 +638,20 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             mm_encoder_outputs["image"] = self.get_image_features(pixel_values, return_dict=True, **image_kwargs)
         return mm_encoder_outputs
 
+    def _force_verdicts(self, image_outputs, finding_labels: torch.Tensor):
+        """Verdict forcing (`config.finding_token_label_rate`): with that probability per sample, the finding tokens the
+        language model reads are built from the sample's known `finding_labels` (1 present, 0 absent; unknown entries
+        keep the classifier's verdict) instead of the classifier's verdicts. Returns a copy of `image_outputs`."""
+        head, count = self.finding_tokens, self.config.num_finding_labels
+        tokens = torch.stack(list(image_outputs.pooler_output))
+        presence = head.presence(head.logits(tokens[:, :-count]).detach())
+        labels = finding_labels.to(presence.device)
+        forced = torch.rand(labels.shape[0], 1, device=labels.device) < self.config.finding_token_label_rate
+        presence = torch.where(forced & (labels >= 0), labels.to(presence.dtype), presence)
+        image_outputs = type(image_outputs)(**image_outputs)
+        image_outputs.pooler_output = list(torch.cat([tokens[:, :-count], head.embed(presence)], 1))
+        return image_outputs
+
     @can_return_tuple
     def forward(
         self,
@@ -654,6 +668,7 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         seg_pixel_values: torch.FloatTensor | None = None,
         seg_maps: torch.FloatTensor | None = None,
         seg_features: torch.FloatTensor | None = None,
+        finding_labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | MultimodalBaseModelOutputWithPast:
         r"""LLaVA's forward, with the images encoded together with their segmentation (`get_image_features`).
@@ -666,6 +681,9 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
                 any resolution (area-pooled to the vision patch grid). Values outside [0, 1], NaN or inf raise.
             seg_features (`torch.FloatTensor` of shape `(batch_size, seg_feature_channels, height, width)`, *optional*):
                 Precomputed segmenter features, any resolution (area-pooled to the patch grid); NaN or inf raise.
+            finding_labels (`torch.Tensor` of shape `(batch_size, num_finding_labels)`, *optional*):
+                Training only, with finding tokens and `config.finding_token_label_rate > 0`: the study's findings,
+                with which the finding tokens are forced (`_force_verdicts`). Ignored otherwise.
         The other arguments are `LlavaModel.forward`'s; `kwargs` (e.g. `output_attentions`) reach the vision tower too.
         """
         mm_encoder_outputs = self._encode_images(
@@ -678,6 +696,9 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,
         )
+        forcing = self.training and self.config.finding_token_label_rate > 0 and self.finding_tokens is not None
+        if finding_labels is not None and forcing and mm_encoder_outputs.get("image") is not None:
+            mm_encoder_outputs["image"] = self._force_verdicts(mm_encoder_outputs["image"], finding_labels)
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -745,22 +766,13 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
                 unknown and ignored). A linear head on the mean of each image's projected tokens predicts them; the
                 output gets `finding_logits` and `finding_loss` (binary cross-entropy), and `loss` (when `labels` are
                 given) includes `finding_loss_weight * finding_loss`. With finding tokens and
-                `config.finding_token_label_rate > 0`, in training they also force the tokens (`_force_verdicts`).
+                `config.finding_token_label_rate > 0` they also reach the backbone, which forces the tokens with
+                them in training (`AsargModel._force_verdicts`).
         The other arguments are `LlavaForConditionalGeneration.forward`'s.
         """
         seg_inputs = dict(zip(SEG_INPUT_NAMES, (seg_pixel_values, seg_maps, seg_features)))
-        if finding_labels is not None and self.training and self.config.finding_token_label_rate > 0:
-            # Encode the images here, so that the finding tokens the language model reads can be forced.
-            mm_encoder_outputs = self.model._encode_images(
-                pixel_values,
-                mm_encoder_outputs,
-                **seg_inputs,
-                vision_feature_layer=vision_feature_layer,
-                vision_feature_select_strategy=vision_feature_select_strategy,
-                **kwargs,
-            )
-            self._force_verdicts(mm_encoder_outputs["image"], finding_labels)
-            pixel_values = seg_inputs = None
+        if finding_labels is not None and self.config.finding_token_label_rate > 0:
+            kwargs["finding_labels"] = finding_labels  # the backbone forces the finding tokens with them
         outputs = super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -774,7 +786,7 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             logits_to_keep=logits_to_keep,
             image_sizes=image_sizes,
             mm_encoder_outputs=mm_encoder_outputs,
-            **{name: value for name, value in (seg_inputs or {}).items() if value is not None},
+            **{name: value for name, value in seg_inputs.items() if value is not None},
             **kwargs,
         )
         if finding_labels is not None:
@@ -783,18 +795,6 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
             if outputs.get("loss") is not None:
                 outputs["loss"] = outputs["loss"] + self.config.finding_loss_weight * loss
         return outputs
-
-    def _force_verdicts(self, image_outputs, finding_labels: torch.Tensor) -> None:
-        """Verdict forcing (`config.finding_token_label_rate`): with that probability per sample, the finding tokens the
-        language model reads are built from the sample's known `finding_labels` (1 present, 0 absent; unknown entries
-        keep the classifier's verdict) instead of the classifier's verdicts. In place, on `image_outputs`."""
-        head, count = self.model.finding_tokens, self.config.num_finding_labels
-        tokens = torch.stack(list(image_outputs.pooler_output))
-        presence = head.presence(head.logits(tokens[:, :-count]).detach())
-        labels = finding_labels.to(presence.device)
-        forced = torch.rand(labels.shape[0], 1, device=labels.device) < self.config.finding_token_label_rate
-        presence = torch.where(forced & (labels >= 0), labels.to(presence.dtype), presence)
-        image_outputs.pooler_output = list(torch.cat([tokens[:, :-count], head.embed(presence)], 1))
 
     def finding_loss(self, image_outputs, finding_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, binary cross-entropy) of the finding head on each image's mean projected token, or of the

@@ -231,7 +231,7 @@ class AsargSFTTrainer(SFTTrainer):
     gradients. Here the backbone's own output (`image_outputs`, the projected image tokens of the step's forward) is
     kept with a forward hook and the finding loss computed from it, so it reaches the head and the projector.
     `finding_loss_weight * finding_loss` is divided over gradient-accumulation steps, as TRL does with a router's
-    auxiliary loss."""
+    auxiliary loss. The finding labels also go to the backbone (a forward pre-hook), for verdict forcing."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         finding_labels = inputs.pop("finding_labels", None)
@@ -241,10 +241,15 @@ class AsargSFTTrainer(SFTTrainer):
         asarg = asarg.get_base_model() if hasattr(asarg, "get_base_model") else asarg  # under PEFT
         images = []
         hook = asarg.model.register_forward_hook(lambda module, args, output: images.append(output.image_outputs))
+        # The labels reach the backbone too, which forces the finding tokens with them (`finding_token_label_rate`)
+        labels_in = asarg.model.register_forward_pre_hook(
+            lambda module, args, kwargs: (args, {**kwargs, "finding_labels": finding_labels}), with_kwargs=True
+        )
         try:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             hook.remove()
+            labels_in.remove()
         loss = result[0] if return_outputs else result
         _, finding_loss = asarg.finding_loss(images[0], finding_labels)  # [0]: the forward with gradients
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1

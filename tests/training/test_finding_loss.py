@@ -144,6 +144,39 @@ def test_the_finding_loss_moves_the_projector_in_the_trainer(make_asarg, monkeyp
     assert not torch.allclose(grads[0], grads[1])
 
 
+def test_verdict_forcing_reaches_the_language_model_in_the_trainer(make_asarg):
+    """TRL's fused LM head calls the backbone directly: AsargSFTTrainer hands the finding labels to the backbone, which
+    builds the finding tokens the language model reads from them (rate 1), not from the classifier."""
+    from conftest import prompt_for, xray_like
+    from trl import SFTConfig
+
+    from asarg.training.sft_asarg import AsargSFTTrainer
+
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True, finding_token_label_rate=1.0)
+    head = model.model.finding_tokens
+    with torch.no_grad():
+        head.present.normal_(0, 1.0)
+    batch = processor(images=[xray_like(), xray_like(seed=1)], text=[prompt_for(processor)] * 2, return_tensors="pt")
+    batch["labels"] = batch["input_ids"].clone()
+    args = SFTConfig(output_dir="unused", use_cpu=True, report_to="none", max_length=None)
+    trainer = AsargSFTTrainer(model=model, args=args, processing_class=processor, train_dataset=_dataset(["x", "y"]))
+    read = []
+    hook = model.model.language_model.register_forward_hook(
+        lambda module, args, kwargs, output: read.append(kwargs["inputs_embeds"].detach()), with_kwargs=True
+    )
+    labels = torch.zeros(2, 14)
+    labels[0, 3] = labels[1, 5] = 1.0
+    model.train()
+    try:
+        trainer.compute_loss(model, dict(batch) | {"finding_labels": labels}).backward()
+    finally:
+        hook.remove()
+    image = (batch["input_ids"] == model.config.image_token_id).nonzero()
+    for row in range(2):
+        positions = image[image[:, 0] == row, 1][-14:]  # the finding tokens follow the patch tokens
+        assert torch.allclose(read[0][row, positions], head.embed(labels[row : row + 1])[0].detach(), atol=1e-5)
+
+
 def test_a_recipe_restating_the_weight_keeps_the_trained_head(synthcxr, tmp_path, sft):
     """Stage 2 of a two-stage recipe restates `finding_loss_weight`: the head trained in stage 1 goes on from its
     weights, it is not drawn again from the prevalences."""
