@@ -258,6 +258,10 @@ def build_seg(source, structures: Sequence[str], masks: np.ndarray, *, content_l
 # ---- SR --------------------------------------------------------------------------------------------------------------
 
 
+# A structure's tracing score (`trace_report`): a share of the finding classifier's attention, or a drop in nats.
+_SCORE_UNITS = {"finding": _code("1", "UCUM", "no units"), "maps": _code("{nat}", "UCUM", "nat")}
+
+
 def _sentence_item(sentence: Mapping, segment_of: Mapping[str, int], seg):
     from highdicom.sr import (
         CodeContentItem,
@@ -286,7 +290,7 @@ def _sentence_item(sentence: Mapping, segment_of: Mapping[str, int], seg):
         score = NumContentItem(
             name=_code("TRACING-SCORE", ASARG_SCHEME, "Tracing score"),
             value=float(structure["score"]),
-            unit=_code("{nat}", "UCUM", "nat"),
+            unit=_SCORE_UNITS[sentence.get("method", "maps")],
             relationship_type=RelationshipTypeValues.INFERRED_FROM,
         )
         score.ContentSequence = [
@@ -311,7 +315,8 @@ def _sentence_item(sentence: Mapping, segment_of: Mapping[str, int], seg):
 
 
 def build_sr(source, seg, grounded: Mapping, structures: Sequence[str], *, synthetic: bool):
-    """The Comprehensive SR of `grounded` (a `ground_report` dict) on `source`, pointing at `seg`."""
+    """The Comprehensive SR of `grounded` (a `ground_report` dict) on `source`, pointing at `seg` (None when no
+    sentence was traced to a structure)."""
     import highdicom as hd
     from highdicom.sr import (
         CodeContentItem,
@@ -347,7 +352,7 @@ def build_sr(source, seg, grounded: Mapping, structures: Sequence[str], *, synth
         findings,
     ]
     sr = hd.sr.ComprehensiveSR(
-        evidence=[source, seg],
+        evidence=[source] + ([seg] if seg is not None else []),
         content=root,
         series_instance_uid=_uid("asarg-sr-series", source.SOPInstanceUID),
         series_number=SERIES_NUMBER_SR,
@@ -371,14 +376,17 @@ def write_pair(
     source, grounded: Mapping, structures: Sequence[str], masks: np.ndarray, out: Path, stem: str, *, synthetic: bool
 ) -> dict[str, Path]:
     """Write `<stem>.seg.dcm`, `<stem>.sr.dcm` (and for a synthetic source `<stem>.image.dcm`) into `out`; what
-    highdicom refuses to build comes out as DicomOutError."""
+    highdicom refuses to build comes out as DicomOutError. A report traced to no structure (no sentence asserts a
+    finding the model traces) has no SEG: the SR alone."""
     try:
-        seg = build_seg(source, structures, masks)
+        seg = build_seg(source, structures, masks) if structures else None
         sr = build_sr(source, seg, grounded, structures, synthetic=synthetic)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise DicomOutError(f"cannot build the SEG / SR: {type(error).__name__}: {error}") from error
-    paths = {"seg": out / f"{stem}.seg.dcm", "sr": out / f"{stem}.sr.dcm"}
-    seg.save_as(paths["seg"], enforce_file_format=True)
+    paths = {"sr": out / f"{stem}.sr.dcm"}
+    if seg is not None:
+        paths = {"seg": out / f"{stem}.seg.dcm", **paths}
+        seg.save_as(paths["seg"], enforce_file_format=True)
     sr.save_as(paths["sr"], enforce_file_format=True)
     if synthetic:
         paths["image"] = out / f"{stem}.image.dcm"

@@ -90,13 +90,17 @@ def test_the_embedded_model_on_rg1_and_a_synthcxr_film_writes_dciodvfy_clean_dic
     out = tmp_path / "dicom"
     assert main(["generate", rg1_path, str(png), "--dicom-out", str(out), "--format", "json", "--top", "3"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [set(row["dicom"]) for row in rows] == [{"seg", "sr"}, {"seg", "sr", "image"}]
+    # The embedded model traces through its finding tokens: a sentence that asserts a finding carries structures, the
+    # others none; a film whose report asserts none gets its SR alone (no SEG of nothing).
+    assert [set(row["dicom"]) - {"seg"} for row in rows] == [{"sr"}, {"sr", "image"}]
+    assert "seg" in rows[0]["dicom"]  # RG1's report asserts findings
     for row in rows:
+        assert ("seg" in row["dicom"]) == any(s["finding"] for s in row["sentences"])
         for name in row["dicom"].values():
             assert not dciodvfy_errors(out / name), name
         sentences = read_sr_sentences(out / row["dicom"]["sr"])
         assert [s["text"] for s in sentences] == [s["text"] for s in row["sentences"]] and sentences
-        assert all(s["structures"] for s in sentences)
+        assert [bool(s["structures"]) for s in sentences] == [bool(s["finding"]) for s in row["sentences"]]
 
 
 def test_send_names_a_non_dicom_file_or_url_before_any_request(tmp_path, capsys):

@@ -177,3 +177,40 @@ def test_dciodvfy_finds_no_errors(written, film):
         assert any(iod in report for iod in ("Segmentation", "ComprehensiveSR", "SCImage")), report
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert not errors, f"{path.name}:\n" + "\n".join(errors)
+
+
+def test_a_report_traced_to_no_structure_gets_the_sr_alone_and_shares_have_no_unit(tokenizer_module, tmp_path):
+    """A model with finding tokens traces only sentences that assert a finding: a normal report has no structure,
+    so no SEG is written and the SR (dciodvfy-clean) stands alone; a traced sentence's score is a share (UCUM "1")."""
+    import torch
+
+    from asarg.training.tiny import tiny_asarg_config, tiny_processor
+    from modeling_asarg import AsargForConditionalGeneration
+
+    config = tiny_asarg_config(tokenizer_module, seg_class_names=NAMES, finding_loss_weight=1.0, finding_tokens=True)
+    torch.manual_seed(0)
+    model, processor = AsargForConditionalGeneration(config).eval(), tiny_processor(tokenizer_module, config)
+    png = tmp_path / "film.png"
+    xray_like(48, 40).save(png)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    normal = write_grounded_dicom(model, processor, png, tmp_path / "a", report="The lungs are clear.", top=2)
+    assert set(normal) >= {"sr", "image"} and "seg" not in normal and normal["structures"] == []
+    assert [s["text"] for s in read_sr_sentences(normal["sr"])] == ["The lungs are clear."]
+    traced = write_grounded_dicom(model, processor, png, tmp_path / "b", report="Mild cardiomegaly.", top=2)
+    assert "seg" in traced and traced["grounded"]["sentences"][0]["method"] == "finding"
+    units = [
+        item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
+        for item in _items(pydicom.dcmread(traced["sr"]))
+        if item.ValueType == "NUM"
+    ]
+    assert units and set(units) == {"1"}
+    for path in (normal["sr"], traced["sr"], traced["seg"]):
+        run = subprocess.run(["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
+        assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")], path.name
+
+
+def _items(sr):
+    for item in sr.ContentSequence:
+        yield item
+        if "ContentSequence" in item:
+            yield from _items(item)
