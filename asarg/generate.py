@@ -78,13 +78,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _sentence_line(sentence: dict) -> str:
-    """One indented line: the sentence, its labels, its structures with score and box."""
+    """One indented line: the sentence, its labels, the finding traced (its verdict), its structures with score (a
+    share of the finding classifier's attention, or a drop in nats) and box."""
     labels = ", ".join(f"{o}: {v}" for o, v in sentence["labels"].items()) or "no finding"
+    score = "{:.0%}" if sentence.get("method") == "finding" else "{:.3f}"
     structures = "; ".join(
-        f"{s['name']} {s['score']:.3f} {s['box'] if s['box'] is not None else '(no mask)'}"
+        f"{s['name']} {score.format(s['score'])} {s['box'] if s['box'] is not None else '(no mask)'}"
         for s in sentence["structures"]
     )
-    return f"    {sentence['text']}  [{labels}]  {structures}"
+    traced = f"  {sentence['finding']} {sentence['confidence']:.0%}:" if sentence.get("finding") else ""
+    return f"    {sentence['text']}  [{labels}]{traced}  {structures}"
 
 
 def _format(path: str, result: dict, as_json: bool) -> str:

@@ -151,3 +151,20 @@ def test_ground_runs_the_segmenter_once_per_image_and_writes_the_plain_report(
     assert runs == [1, 1, 1, 1]
     assert main(argv) == 0
     assert [json.loads(line)["report"] for line in capsys.readouterr().out.splitlines()] == grounded
+
+
+def test_a_finding_traced_sentence_line_shows_the_verdict_and_the_shares_in_percent():
+    from asarg.generate import _sentence_line
+
+    sentence = {
+        "text": "Small left pleural effusion.",
+        "labels": {"Pleural Effusion": "positive"},
+        "method": "finding",
+        "finding": "Pleural Effusion (left)",
+        "confidence": 0.84,
+        "structures": [{"name": "left lung", "score": 0.42, "box": [0, 0, 20, 20]}],
+    }
+    line = _sentence_line(sentence)
+    assert "Pleural Effusion (left) 84%:" in line and "left lung 42% [0, 0, 20, 20]" in line
+    by_maps = _sentence_line(sentence | {"method": "maps", "finding": None, "confidence": None})
+    assert "left lung 0.420 [0, 0, 20, 20]" in by_maps and "%" not in by_maps
