@@ -25,3 +25,30 @@ def test_a_model_without_a_classifier_is_a_clear_error(make_asarg):
     model, processor = make_asarg()
     with pytest.raises(ValueError, match="no finding classifier"):
         bench.finding_logits(model, processor, [xray_like()])
+
+
+def test_the_decoding_exploration_applies_its_temperature_and_guidance(make_asarg, synthcxr, tmp_path, monkeypatch):
+    """benchmarks/quality/finding_token_decoding.py: the reports come from the checkpoint with the finding tokens at the
+    asked temperature and with the asked guidance; they are scored against the validation references and kept."""
+    import json
+
+    bench = load_benchmark("finding_token_decoding")
+    model, processor = make_asarg(finding_loss_weight=1.0, finding_tokens=True)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    seen = {}
+
+    def fake_generate(model, processor, images, batch_size, **options):
+        seen.update(temperature=model.config.finding_token_temperature, options=options, n=len(images))
+        return ["Small right pleural effusion."] * len(images)
+
+    monkeypatch.setattr(bench, "generate_reports", fake_generate)
+    out = tmp_path / "r.json"
+    from asarg.processing.synthcxr.dataset import read_manifest
+
+    n = len(read_manifest(synthcxr, "validation"))
+    argv = ["--model", str(tmp_path / "model"), "--data", str(synthcxr), "--temperature", "0"]
+    result = bench.main([*argv, "--guidance", "2", "--out", str(out)])
+    assert seen == {"temperature": 0.0, "options": {"guidance_scale": 2.0}, "n": n} and n >= 1
+    assert 0 <= result["f1_micro"] <= 1 and result["distinct"] == 1 / n
+    assert json.loads(out.read_text())["reports"] == ["Small right pleural effusion."] * n
