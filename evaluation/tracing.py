@@ -7,7 +7,8 @@ finding from its finding token, the verdict of a classifier that pools the image
 finding. A sentence is traced to that finding (its first positive CheXpert observation; with sided finding tokens,
 the side whose verdict is higher, so the film, not the sentence's side word, says which lung) and a structure scores
 its share of that query's attention over the patches. On the tracing benchmarks (docs/results.md) it points into the
-finding and follows a swapped film where the removal methods below do not.
+finding far more often than the removal methods below (pointing-game hit@1 0.59-0.63 against 0.08-0.24), at one
+forward per report; like them it is still below a prior that reads the sentence, and near chance on side and swap.
 
 **`maps`** (the default otherwise): teacher-force prompt + report and measure, for every sentence, how much the
 sentence's log-likelihood drops when one anatomical structure's segmentation map (or a group of maps) is removed:
@@ -307,7 +308,7 @@ TRACING_METHODS = ("finding", "maps")
 
 def default_method(model) -> str:
     """`finding` for a model with finding tokens (where its finding classifier looks: the best method on the tracing
-    benchmarks, docs/results.md), else `maps`."""
+    benchmarks' pointing game, docs/results.md), else `maps`."""
     return "finding" if getattr(model.model, "finding_tokens", None) is not None else "maps"
 
 
