@@ -19,7 +19,9 @@ from transformers import BatchFeature, LlavaProcessor
 
 from .configuration_asarg import IMAGENET_MEAN, IMAGENET_STD
 
-# USER/ASSISTANT turns; `{% generation %}` marks what the model must learn (TRL's assistant_only_loss).
+# USER/ASSISTANT turns; `{% generation %}` marks what the model must learn (TRL's assistant_only_loss). The generation
+# prompt ends with "ASSISTANT:", as LLaVA-1.5's: in training the report's first word carries the space after the
+# colon (" Enteric"), so a prompt ending in "ASSISTANT: " would end in a lone space token training never saw there.
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}{%- generation -%}"
@@ -32,7 +34,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- if part['type'] == 'image' -%}{{- '<image>\n' -}}{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
     "{%- endif -%}{%- endfor -%}{%- endif -%}{{- '\n' -}}"
     "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT: ' -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
 
 

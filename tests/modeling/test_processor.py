@@ -150,3 +150,19 @@ def test_from_llava_processor_takes_the_seg_settings_from_the_config(make_asarg,
     without = AsargProcessor.from_llava_processor(base, tiny_asarg_config(tokenizer, builtin_segmenter=False))
     out = without(images=xray_like(), text=prompt_for(without), return_tensors="pt")
     assert without.seg_image_size is None and "seg_pixel_values" not in out
+
+
+def test_the_generation_prompt_ends_where_the_reports_first_word_begins():
+    """The report's first token in training carries the space after "ASSISTANT:"; the generation prompt must end at the
+    colon, so that generation starts from the same token boundary (a trailing space would be a lone token there)."""
+    from asarg.processing.inference import prompt_text
+    from asarg.processing.loaders.common import messages
+    from asarg.training.tiny import tiny_asarg
+
+    _, processor = tiny_asarg()
+    prompt = prompt_text(processor)
+    full = processor.apply_chat_template(messages("Normal heart size."))
+    assert prompt.endswith("ASSISTANT:") and full.startswith(prompt)
+    tokenizer = processor.tokenizer
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert tokenizer(full, add_special_tokens=False)["input_ids"][: len(prompt_ids)] == prompt_ids

@@ -1,5 +1,7 @@
 """Diagnostic of R8 (issue 20, session 8): how much probability the report model puts, at its first report token,
 on tokens that only start device sentences (in the training reports), on validation films with and without devices.
+The prompt ends with "ASSISTANT:" and the first word carries its space, as in training (the processor's generation
+prompt used to end with the space itself, a token training never saw there; fixed in session 8).
 
     python docs/results/report_recipe/first_token_mass.py   # reads runs/r20/runs/R8 and runs/data/synth-606
 """
@@ -24,7 +26,7 @@ DEV = re.compile(r"tube|line|catheter|pacemaker|wire|clip|PICC|port", re.I)
 first_dev, first_all = Counter(), Counter()
 for r in train:
     s0 = re.split(r"(?<=\.)\s+", r["findings_text"])[0]
-    t = tok(s0, add_special_tokens=False)["input_ids"][0]
+    t = tok(" " + s0, add_special_tokens=False)["input_ids"][0]  # as in training: after "ASSISTANT:", with its space
     first_all[t] += 1
     if DEV.search(s0) and not s0.lower().startswith("no "):
         first_dev[t] += 1
@@ -32,7 +34,7 @@ dev_ids = [t for t, c in first_dev.items() if c >= 0.8 * first_all[t]]  # first 
 val = read_manifest(Path("runs/data/synth-606"), "validation")[:400]
 labels = label_reports([r["findings_text"] for r in val])
 k = CHEXPERT_LABELS.index("Support Devices")
-prefix = prompt_text(processor)
+prefix = prompt_text(processor).removesuffix(" ")  # the prompt training saw: the space belongs to the first word
 out = {"with": [], "without": []}
 top = Counter()
 for r, y in zip(val, labels[:, k]):
@@ -43,12 +45,12 @@ for r, y in zip(val, labels[:, k]):
     mass = float(p[dev_ids].sum())
     out["with" if y == 1 else "without"].append(mass)
     if y == 1:
-        top[tok.decode([int(p.argmax())])] += 1
+        top[tok.convert_ids_to_tokens(int(p.argmax()))] += 1
 
 print(
     json.dumps(
         {
-            "device_first_tokens": [tok.decode([t]) for t in dev_ids],
+            "device_first_tokens": tok.convert_ids_to_tokens(dev_ids),
             "mass_with_devices_median": float(np.median(out["with"])),
             "mass_without_median": float(np.median(out["without"])),
             "mass_with_devices_max": float(np.max(out["with"])),
