@@ -82,16 +82,17 @@ def _flatten(label_sentences: Mapping) -> tuple[list[str], list[tuple[list[int],
 
 def sentence_rows(processor, sentences: Sequence[str], image, prompt: str = DEFAULT_PROMPT) -> dict[str, torch.Tensor]:
     """`input_ids`, `attention_mask` (S, T; right-padded) of the chat turn + each sentence, image tokens expanded, and
-    `labels`: the input ids on the sentence's tokens, -100 everywhere else. The prompt ends with a space that the
-    tokenizer joins to the sentence's first word, so the sentence's tokens are those after the prompt without it (as
-    in training, where the turn and the report are one text); a tokenizer that merges across that point is refused.
-    `image`: any image (only the number of image tokens it expands to matters)."""
-    text = prompt_text(processor, prompt)
+    `labels`: the input ids on the sentence's tokens, -100 everywhere else. The turn ends at "ASSISTANT:" and the
+    sentence follows after one space, which the tokenizer joins to its first word (as in training, where the turn and
+    the report are one text), whether or not the checkpoint's template ends its generation prompt with that space; a
+    tokenizer that merges across that point is refused. `image`: any image (only the number of image tokens it expands
+    to matters)."""
+    text = prompt_text(processor, prompt).rstrip()
     tokenizer = processor.tokenizer
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
-        full = processor(images=[image] * len(sentences), text=[text + s for s in sentences], padding=True)
-        prefix = processor(images=[image], text=[text.rstrip()])["input_ids"][0]
+        full = processor(images=[image] * len(sentences), text=[f"{text} {s}" for s in sentences], padding=True)
+        prefix = processor(images=[image], text=[text])["input_ids"][0]
     finally:
         tokenizer.padding_side = padding_side
     ids = torch.as_tensor(full["input_ids"])

@@ -79,7 +79,9 @@ class Tracer:
     def encode(self, image: Image.Image, sentence: str) -> dict:
         processor = self.processor
         full = processor.apply_chat_template(messages(sentence))
-        prefix = prompt_text(processor)
+        # up to "ASSISTANT:": the sentence's first word carries the space (a template whose generation prompt ends
+        # with it would otherwise put the first word before `start`)
+        prefix = prompt_text(processor).rstrip()
         inputs = processor(images=[image], text=[full], return_tensors="pt")
         start = processor(images=[image], text=[prefix], return_tensors="pt")["input_ids"].shape[1]
         pixel = inputs["pixel_values"]

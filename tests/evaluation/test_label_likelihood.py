@@ -50,7 +50,7 @@ def test_a_rows_score_is_minus_the_models_own_loss_times_its_tokens(model_and_im
     text = prompt_text(processor)
     for i in range(2):
         for j, sentence in enumerate(SENTENCES):
-            inputs = processor(images=[images[i]], text=[text + sentence], return_tensors="pt")
+            inputs = processor(images=[images[i]], text=[f"{text.rstrip()} {sentence}"], return_tensors="pt")
             labels = sentence_rows(processor, [sentence], images[i])["labels"]
             with torch.no_grad():
                 loss = model(**inputs, labels=labels).loss  # mean over the tokens labels keep (shifted inside)
