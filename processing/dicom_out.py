@@ -364,6 +364,9 @@ def build_sr(source, seg, grounded: Mapping, structures: Sequence[str], *, synth
         is_verified=False,
         series_description="ASaRG report (machine-generated, not for clinical use)",
     )
+    # UTF-8: a report's text goes into the SR as written, whatever its characters (DICOM's default repertoire is
+    # ASCII, where anything else comes back as "?")
+    sr.SpecificCharacterSet = "ISO_IR 192"
     _declare_schemes(sr)
     return sr
 

@@ -214,3 +214,19 @@ def _items(sr):
         yield item
         if "ContentSequence" in item:
             yield from _items(item)
+
+
+def test_a_report_in_any_characters_comes_back_from_the_sr_as_written(tiny, tmp_path):
+    """The SR is UTF-8 (ISO_IR 192): non-ASCII text round-trips instead of coming back as "?"."""
+    model, processor = tiny
+    png = tmp_path / "film.png"
+    xray_like(48, 40).save(png)
+    (tmp_path / "out").mkdir()
+    report = "Épanchement pleural droit – 5 mm ± 1. Cœur normal."
+    written = write_grounded_dicom(model, processor, png, tmp_path / "out", report=report, top=1)
+    assert [s["text"] for s in read_sr_sentences(written["sr"])] == [
+        "Épanchement pleural droit – 5 mm ± 1.",
+        "Cœur normal.",
+    ]
+    run = subprocess.run(["dciodvfy", "-new", str(written["sr"])], capture_output=True, text=True, timeout=60)
+    assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
