@@ -140,11 +140,16 @@ class AsargFindingTokens(nn.Module):
         pooled = torch.einsum("bkn,bnh->bkh", self.attention(image_tokens), image_tokens)
         return (pooled * self.weight).sum(-1) + self.bias
 
+    def relative(self, logits: torch.Tensor) -> torch.Tensor:
+        """`(..., K)` finding logits relative to the findings' thresholds (`config.finding_thresholds`): 0 at each."""
+        if self.config.finding_thresholds is None:
+            return logits
+        return logits - torch.tensor(self.config.finding_thresholds, device=logits.device).logit()
+
     def presence(self, logits: torch.Tensor) -> torch.Tensor:
         """`(B, K)` finding logits -> `(B, K)` how present each token says its finding is, in [0, 1]: the sigmoid of the
         logit relative to the finding's threshold, sharpened by `config.finding_token_temperature`."""
-        if self.config.finding_thresholds is not None:
-            logits = logits - torch.tensor(self.config.finding_thresholds, device=logits.device).logit()
+        logits = self.relative(logits)
         temperature = self.config.finding_token_temperature
         return (logits >= 0).to(logits.dtype) if temperature == 0 else (logits / temperature).sigmoid()
 

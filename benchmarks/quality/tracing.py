@@ -125,8 +125,7 @@ class Tracer:
     def relative_verdicts(self, ctx: dict) -> torch.Tensor:
         """(K,) the finding classifier's logits on the whole film, relative to the findings' thresholds."""
         logits = self.base.finding_logits(self.base.project_image_tokens(ctx["vision"], ctx["seg"]))[0]
-        thresholds = self.config.finding_thresholds
-        return logits if thresholds is None else logits - torch.tensor(thresholds).logit()
+        return self.base.finding_tokens.relative(logits)
 
     def side_scores(self, ctx: dict) -> dict[str, float] | None:
         """`sides`: the right and left verdicts (logits relative to their thresholds) of the sentence's observation."""

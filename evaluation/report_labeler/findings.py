@@ -54,12 +54,15 @@ def finding_names(sided: Sequence[str] = ()) -> list[str]:
 
 def sided_labels(reports, sided: Sequence[str] = SIDED_OBSERVATIONS, labeler: RuleLabeler | None = None) -> np.ndarray:
     """(N, 2 * len(sided)) float array, per observation its right then its left: 1 present, 0 absent, -1 unknown."""
-    reports, sided = validate_reports(reports), check_sided(sided)
-    labeler = labeler or RuleLabeler()
-    overall = label_reports(reports)
+    reports = validate_reports(reports)
+    return _sided_labels(reports, label_reports(reports), check_sided(sided), labeler or RuleLabeler())
+
+
+def _sided_labels(reports: list[str], overall: np.ndarray, sided: list[str], labeler: RuleLabeler) -> np.ndarray:
+    """`sided_labels` from the reports' own (N, 14) labels `overall`."""
     out = np.zeros((len(reports), 2 * len(sided)))
+    columns = [CHEXPERT_LABELS.index(name) for name in sided]
     for i, report in enumerate(reports):
-        columns = [CHEXPERT_LABELS.index(name) for name in sided]
         if not any(overall[i, c] in (1, -1) for c in columns):
             continue  # nothing sided is asserted or doubted: every side absent
         sentences = [(s, labeler.label(s)) for s in split_sentences(normalize(report))]
@@ -89,10 +92,11 @@ def _sides(name: str, sentences: list[tuple[str, dict]]) -> list[float]:
 def finding_label_rows(reports, sided: Sequence[str] = ()) -> np.ndarray:
     """(N, len(finding_names(sided))) int8 training targets: 1 present, 0 absent or not mentioned, -1 uncertain or
     unknown (ignored by the finding loss)."""
+    reports = validate_reports(reports)
     values = label_reports(reports)
     rows = np.where(values == 1, 1, np.where(values == -1, -1, 0))
     if sided:
-        rows = np.concatenate([rows, sided_labels(reports, sided)], 1)
+        rows = np.concatenate([rows, _sided_labels(reports, values, check_sided(sided), RuleLabeler())], 1)
     return rows.astype(np.int8)
 
 
