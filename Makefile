@@ -17,7 +17,7 @@ help:
 	@echo "make test      install if needed, then run the whole test suite"
 	@echo "make test-fast run the suite without tests marked slow"
 	@echo "make lint      ruff check + ruff format --check"
-	@echo "make metric    regenerate metrics/chexpert_ce/clinical_efficacy.py from the package's labeler (after changing it)"
+	@echo "make metric    regenerate the labeler's phrase_lists.py from phrases/ (after editing a phrase list)"
 	@echo "make demo      serve the Gradio Space at http://127.0.0.1:7860 (model: ASARG_MODEL=DIR_OR_HUB_ID, else the embedded one)"
 
 $(STAMP): pyproject.toml .ci/install_parity.sh
@@ -63,9 +63,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The metric folder's labeler module is generated from evaluation/ and checked in (tests/evaluation/test_metric_bundle.py).
+# The phrase lists travel to the metric as a module generated from phrases/ (tests/evaluation/test_metric_folder.py).
 metric: $(STAMP)
-	$(BIN)/python -m asarg.evaluation.metric_bundle --write
+	$(BIN)/python -m asarg.evaluation.report_labeler.phrases
 
 # The Space's extra (gradio) is installed on first use only: `make install` stays free of it.
 demo: $(STAMP)

@@ -4,9 +4,10 @@
     asarg push-metric org/chexpert_ce [--private]
 
 The folder is `metrics/chexpert_ce/` as checked in (installed, it ships with asarg as the data package
-`asarg.metrics.chexpert_ce`): the script, its generated sibling `clinical_efficacy.py` (the labeler, see
-`asarg.evaluation.metric_bundle`), the template's `tests.py`, the card, the Space app and the labeler's licence. It is
-copied, with the script named after the Space (evaluate loads `<namespace>/<name>` from `<name>.py`), and uploaded.
+`asarg.metrics.chexpert_ce`): the script, the package's CE and labeler modules it imports (`SIBLINGS`: links to
+`asarg.evaluation`'s files in the repository, plain copies in a wheel), the template's `tests.py`, the card, the Space
+app and the labeler's licence. It is copied, with the script named after the Space (evaluate loads `<namespace>/<name>`
+from `<name>.py`), and uploaded.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from .publish import publish_options, run_publish
 PACKAGE = "asarg.metrics.chexpert_ce"  # metrics/chexpert_ce/ of the checkout
 SCRIPT = "chexpert_ce"
 ROOT = "clinical_efficacy"  # the sibling module the script imports; only this command's folders hold it
+# The package's modules beside the script, by their module name there: asarg.evaluation.clinical_efficacy, the
+# package asarg.evaluation.report_labeler's __init__ as report_labeler.py, and the labeler's modules.
+LABELER = ("api", "chexbert", "constants", "engine", "phrase_lists", "phrases", "rules", "scanner", "text")
+SIBLINGS = (ROOT, "report_labeler", *LABELER)
 FILES = (
     f"{SCRIPT}.py",
-    f"{ROOT}.py",
+    *(f"{module}.py" for module in SIBLINGS),
     "tests.py",
     "README.md",
     "app.py",
@@ -52,7 +57,7 @@ def script_name(repo_id: str | None) -> str:
             f"{repo_id!r} is not a Space id like org/chexpert_ce: evaluate.load needs exactly one '/', and the name "
             "(letters, digits, '-', '_'; no '.') becomes the script's module name."
         )
-    if match.group(1) in (ROOT, "tests", "app"):
+    if match.group(1) in (*SIBLINGS, "tests", "app"):
         raise ValueError(f"The Space may not be named {match.group(1)!r}: that is a file beside the script.")
     return match.group(1)
 
@@ -117,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
-__all__ = ["build_metric_folder", "main", "metric_files", "metric_source", "script_name"]
+__all__ = ["SIBLINGS", "build_metric_folder", "main", "metric_files", "metric_source", "script_name"]

@@ -23,14 +23,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from asarg.evaluation.report_labeler import (
+# One relative import of the labeler's package: the published metric holds this module and the labeler's modules
+# side by side, with the package's __init__ as `report_labeler.py` (asarg.publish_metric).
+from .report_labeler import (
     CHEXPERT_5_LABELS,
     CHEXPERT_LABELS,
+    LABELERS,
     label_reports,
     unreadable_reports,
     validate_reports,
 )
-from asarg.evaluation.report_labeler.api import LABELERS
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ import zipfile
 import pytest
 from conftest import REPO
 
+from asarg.publish_metric import SIBLINGS
+
 pytestmark = pytest.mark.slow
 METRIC = REPO / "metrics" / "chexpert_ce"
 _NOT_SOURCE = (".git", ".venv", "build", "dist", "outputs", "runs", "*.egg-info", "__pycache__", ".pytest_cache")
@@ -97,7 +99,8 @@ def test_push_metric_dry_run_from_the_install(installed, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dry run: nothing uploaded" in proc.stdout
     shipped = installed / "asarg" / "metrics" / "chexpert_ce"
-    files = {"clinical_efficacy.py", "tests.py", "README.md", "app.py", "requirements.txt", "LICENSE.chexpert-labeler"}
+    files = {*(f"{module}.py" for module in SIBLINGS), "tests.py", "README.md", "app.py", "requirements.txt"}
+    files.add("LICENSE.chexpert-labeler")
     assert {p.name for p in out.iterdir()} == files | {"x.py"}
     for name in files - {"README.md", "app.py"}:  # copied as shipped; the card and app name the Space's script
         assert (out / name).read_bytes() == (shipped / name).read_bytes() == (METRIC / name).read_bytes(), name

@@ -4,10 +4,21 @@ finds in generated vs reference chest X-ray reports."""
 import datasets
 import evaluate
 
-# The labeler and the CE maths: the sibling module clinical_efficacy.py, generated from the `asarg` package
-# (asarg.evaluation.metric_bundle) and checked in, because evaluate's loader fetches a script's single-file relative
-# imports and no packages or data files. tests/evaluation/test_metric_bundle.py keeps it equal to the package's.
+# The CE maths and the labeler: the `asarg` package's own modules (asarg.evaluation.clinical_efficacy and the
+# modules of asarg.evaluation.report_labeler, its __init__ as report_labeler.py), side by side in this folder (links
+# in the repository). evaluate's loader copies the single-file modules a script imports relatively and nothing
+# further, not even their imports, so each one is imported here.
+from .api import LABELERS
+from .chexbert import CheXbertLabeler
 from .clinical_efficacy import check_pair, compute_ce, validate_batch
+from .constants import CHEXPERT_LABELS
+from .engine import RuleLabeler
+from .phrase_lists import PHRASE_FILES
+from .phrases import load_phrase_patterns
+from .report_labeler import label_reports
+from .rules import NEGATION_FWD
+from .scanner import MultiScanner
+from .text import normalize
 
 _CITATION = """\
 @article{irvin2019chexpert,

@@ -1,5 +1,5 @@
 # The evaluate metric template's test cases: each runs `compute(predictions=..., references=..., **kwargs)` and
-# compares the listed keys of the result (floats to 4 places). tests/evaluation/test_metric_bundle.py runs them.
+# compares the listed keys of the result (floats to 4 places). tests/evaluation/test_metric_folder.py runs them.
 test_cases = [
     {
         "predictions": ["Mild cardiomegaly. No effusion."],

@@ -1,5 +1,4 @@
-"""The metric folder `metrics/chexpert_ce/`: its checked-in labeler module equals what the package's sources generate,
-it loads with `evaluate` alone (a fresh virtual environment without asarg) and scores like the package, its template
+"""The metric folder `metrics/chexpert_ce/`: its CE and labeler modules are the package's own files (links), it loads with `evaluate` alone (a fresh virtual environment without asarg) and scores like the package, its template
 `tests.py` cases pass; `asarg push-metric` copies it, lists it and publishes it as a Gradio Space (the Hub is not
 reachable, so the upload calls are recorded)."""
 
@@ -19,18 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from asarg.evaluation import metric_bundle
+from asarg.evaluation import clinical_efficacy, report_labeler
 from asarg.evaluation.clinical_efficacy import compute_ce
-from asarg.evaluation.metric_bundle import REGENERATE, EmbeddedPhraseDir, phrase_files, stale_files
 from asarg.evaluation.report_labeler import phrases
-from asarg.publish_metric import build_metric_folder, main
+from asarg.publish_metric import SIBLINGS, build_metric_folder, main
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC = REPO / "metrics" / "chexpert_ce"
 OPENI = REPO.parent / "shared" / "data" / "openi" / "indiana_reports.csv"
 FOLDER = {
     "chexpert_ce.py",
-    "clinical_efficacy.py",
+    *(f"{module}.py" for module in SIBLINGS),
     "tests.py",
     "README.md",
     "app.py",
@@ -72,14 +70,14 @@ doctest.testmod(sys.modules[type(remote).__module__], raise_on_error=True, extra
 batched = evaluate.load("org/chexpert_ce")
 for i in range(0, len(predictions), 20):
     batched.add_batch(predictions=predictions[i : i + 20], references=references[i : i + 20])
-bundled = importlib.import_module(type(remote).__module__.rpartition(".")[0] + ".clinical_efficacy")
+phrases = importlib.import_module(type(remote).__module__.rpartition(".")[0] + ".phrases")
 json.dump({
     "local": [local.compute(predictions=predictions, references=references, **d) for d in definitions],
     "remote": [remote.compute(predictions=predictions, references=references, **d) for d in definitions],
     "batched": batched.compute(),
     "module": type(remote).__module__,
-    "phrase_files": bundled._PHRASE_FILES,
-    "pattern_keys": {kind: sorted(table) for kind, table in bundled.load_phrase_patterns().items()},
+    "phrase_files": phrases.PHRASE_FILES,
+    "pattern_keys": {kind: sorted(table) for kind, table in phrases.load_phrase_patterns().items()},
     "loaded": sorted(name for name in sys.modules if name.split(".")[0] in {"asarg", "modeling_asarg"}),
 }, open(out_path, "w"))
 """
@@ -159,10 +157,9 @@ def test_folder_and_hub_loads_score_real_reports_exactly_like_the_package(fresh)
 
 
 @pytest.mark.slow
-def test_bundle_carries_the_phrase_lists_and_compiles_them(fresh):
-    # The patterns themselves are compared in-process (test_embedded_phrase_dir_reads_like_the_phrase_folder): the
-    # order of equal-length phrases in a pattern follows set iteration, which differs between processes.
-    assert fresh["phrase_files"] == phrase_files(phrases.PHRASE_DIR)
+def test_the_published_labeler_carries_the_phrase_lists_and_compiles_them(fresh):
+    lists = {name: list(lines) for name, lines in phrases.read_phrase_dir(phrases.PHRASE_DIR).items()}
+    assert fresh["phrase_files"] == lists
     assert fresh["pattern_keys"] == {kind: sorted(table) for kind, table in phrases.load_phrase_patterns().items()}
 
 
@@ -204,24 +201,38 @@ def test_the_published_script_differs_from_the_in_repo_one_only_in_its_load_exam
     assert changed == [('    >>> ce = evaluate.load("metrics/chexpert_ce")', '    >>> ce = evaluate.load("org/x")')]
     assert 'Path(__file__).with_name("x.py")' in (folder / "app.py").read_text()
     assert 'evaluate.load("org/x")' in (folder / "README.md").read_text()
-    for name in ("clinical_efficacy.py", "tests.py", "requirements.txt", "LICENSE.chexpert-labeler"):
+    for name in (*(f"{module}.py" for module in SIBLINGS), "tests.py", "requirements.txt", "LICENSE.chexpert-labeler"):
         assert (folder / name).read_bytes() == (METRIC / name).read_bytes(), name
 
 
-def test_generated_module_says_so_and_imports_nothing_of_ours(space):
-    text = (space / "clinical_efficacy.py").read_text()
-    assert text.startswith(metric_bundle.HEADER)
-    assert metric_bundle.generate_module() == text  # deterministic: a rebuild uploads no spurious change
-    assert "evaluation/report_labeler/engine.py" in text and "evaluation/clinical_efficacy.py" in text
-    tree = ast.parse(text)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and node.module.split(".")[0] not in {"asarg", "modeling_asarg"}, ast.unparse(node)
-        if isinstance(node, ast.Import):
-            assert all(a.name.split(".")[0] not in {"asarg", "modeling_asarg"} for a in node.names), ast.unparse(node)
-    top = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-    top |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
-    assert {"check_pair", "compute_ce", "validate_batch", "RuleLabeler", "PHRASE_DIR", "rules"} <= top
+def package_file(module: str) -> Path:
+    """The package's source file of a sibling module of the metric script."""
+    if module == "clinical_efficacy":
+        return Path(clinical_efficacy.__file__)
+    if module == "report_labeler":
+        return Path(report_labeler.__file__)
+    return Path(importlib.import_module(f"asarg.evaluation.report_labeler.{module}").__file__)
+
+
+@pytest.mark.parametrize("module", SIBLINGS)
+def test_each_sibling_is_the_package_module_and_imports_only_its_siblings(module):
+    """The folder's modules are the package's files (one source, nothing to regenerate), and they import each other
+    only relatively and by module name, so they work side by side in the flat folder evaluate builds."""
+    assert (METRIC / f"{module}.py").resolve() == package_file(module).resolve()
+    for node in ast.walk(ast.parse(package_file(module).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            named = [node.module] if node.module else [alias.name for alias in node.names]
+            assert node.level == 1 and all(name in SIBLINGS for name in named), ast.unparse(node)
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            roots = [node.module] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
+            assert all(r.split(".")[0] not in {"asarg", "modeling_asarg"} for r in roots), ast.unparse(node)
+
+
+def test_the_published_folder_holds_plain_files(space):
+    """The upload reads files, not links: each sibling arrives as the package module's text."""
+    for module in SIBLINGS:
+        assert not (space / f"{module}.py").is_symlink()
+        assert (space / f"{module}.py").read_bytes() == package_file(module).read_bytes(), module
 
 
 def test_card_is_a_gradio_space_and_requirements_need_no_asarg(space):
@@ -233,73 +244,36 @@ def test_card_is_a_gradio_space_and_requirements_need_no_asarg(space):
     assert [re.split(r"[<>=]", r)[0] for r in requirements] == ["evaluate", "datasets", "numpy"]
 
 
-def test_embedded_phrase_dir_reads_like_the_phrase_folder(monkeypatch):
-    files = phrase_files(phrases.PHRASE_DIR)
-    embedded = EmbeddedPhraseDir(files)
-    for kind in phrases.KINDS:
-        real = sorted(phrases.PHRASE_DIR.joinpath(kind).glob("*.txt"))
-        fake = sorted((embedded / kind).glob("*.txt"))
-        assert [p.stem for p in fake] == [p.stem for p in real]
-        assert [p.read_text(encoding="utf-8") for p in fake] == [p.read_text(encoding="utf-8") for p in real]
-    assert (embedded / "mention").is_dir() and not (embedded / "nothing").is_dir()
-    with pytest.raises(FileNotFoundError, match="not an embedded phrase file"):
-        (embedded / "mention" / "nothing.txt").read_text()
-    monkeypatch.setattr(phrases, "PHRASE_DIR", embedded)
-    assert phrases.load_phrase_patterns.__wrapped__() == phrases.load_phrase_patterns()
+def test_the_phrase_module_is_generated_from_the_phrase_folder():
+    generated = Path(phrases.__file__).with_name("phrase_lists.py")
+    assert generated.read_text(encoding="utf-8") == phrases.phrase_module(), (
+        "phrase_lists.py differs from phrases/: run `make metric` (python -m asarg.evaluation.report_labeler.phrases)"
+    )
+    assert phrases.PHRASE_FILES == phrases.read_phrase_dir(phrases.PHRASE_DIR)
+    assert phrases.load_phrase_patterns(str(phrases.PHRASE_DIR)) == phrases.load_phrase_patterns()
 
 
-@pytest.mark.parametrize(
-    "files, match",
-    [
-        (
-            {"clinical_efficacy.py": "from .lib import f\n\ndef g(): ...\n", "lib.py": "def f(): ...\ndef g(): ...\n"},
-            "both define 'g'",
-        ),
-        ({"clinical_efficacy.py": "from asarg.processing import x\n"}, "can only inline asarg.evaluation"),
-        ({"clinical_efficacy.py": "from .lib import missing\n", "lib.py": "x = 1\n"}, "imports 'missing', which no"),
-        (
-            {"clinical_efficacy.py": "from .lib import x\n", "lib.py": "from .clinical_efficacy import y\nx = 1\n"},
-            "cycle",
-        ),
-        ({"clinical_efficacy.py": "import re\nfrom .lib import x\n", "lib.py": "re = 1\nx = 1\n"}, "both bind 're'"),
-    ],
-)
-def test_sources_that_cannot_be_merged_into_one_module_are_refused(files, match, tmp_path, monkeypatch):
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    monkeypatch.setattr(metric_bundle, "EVALUATION_DIR", tmp_path)
-    with pytest.raises(ValueError, match=match):
-        metric_bundle.generate_module()
+def test_an_edited_phrase_list_changes_the_generated_module(tmp_path):
+    folder = shutil.copytree(phrases.PHRASE_DIR, tmp_path / "phrases")
+    edema = folder / "mention" / "edema.txt"
+    edema.write_text(edema.read_text() + "wet lung\n")
+    text = phrases.phrase_module(folder)
+    assert text != phrases.phrase_module() and "'wet lung'," in text
+    namespace: dict = {}
+    exec(compile(text, "phrase_lists.py", "exec"), namespace)
+    assert namespace["PHRASE_FILES"] == phrases.read_phrase_dir(folder)
+    assert "wet lung" in phrases.load_phrase_patterns(str(folder))["mention"]["Edema"]
 
 
-def test_the_script_imports_only_libraries_and_its_generated_sibling():
+def test_the_script_imports_only_libraries_and_each_sibling():
     tree = ast.parse((METRIC / "chexpert_ce.py").read_text())
     imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
     relative = [ast.unparse(node) for node in imports if getattr(node, "level", 0)]
-    assert relative == ["from .clinical_efficacy import check_pair, compute_ce, validate_batch"]
+    assert sorted(node.module for node in imports if getattr(node, "level", 0)) == sorted(SIBLINGS)
+    assert "from .clinical_efficacy import check_pair, compute_ce, validate_batch" in relative
     absolute = {alias.name.split(".")[0] for node in imports if isinstance(node, ast.Import) for alias in node.names}
     absolute |= {node.module.split(".")[0] for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
     assert absolute == {"datasets", "evaluate"}
-
-
-# ---- the checked-in labeler module ------------------------------------------------------------------------------
-
-
-def test_the_checked_in_labeler_is_what_the_package_generates():
-    stale = stale_files(METRIC)
-    assert stale == [], f"metrics/chexpert_ce/{', '.join(stale)} differ from the package's labeler: run {REGENERATE}"
-
-
-def test_a_stale_copy_is_found_and_regenerated(tmp_path, capsys):
-    folder = shutil.copytree(METRIC, tmp_path / "chexpert_ce", ignore=shutil.ignore_patterns("__pycache__"))
-    module = folder / "clinical_efficacy.py"
-    module.write_text(module.read_text().replace('"Pleural Effusion"', '"Effusion"', 1))
-    (folder / "LICENSE.chexpert-labeler").unlink()
-    assert stale_files(folder) == ["clinical_efficacy.py", "LICENSE.chexpert-labeler"]
-    assert metric_bundle.main(["--folder", str(folder)]) == 1
-    assert REGENERATE in capsys.readouterr().err
-    assert metric_bundle.main(["--folder", str(folder), "--write"]) == 0
-    assert stale_files(folder) == [] and module.read_bytes() == (METRIC / "clinical_efficacy.py").read_bytes()
 
 
 def test_the_templates_test_cases_pass():

@@ -1,0 +1,1 @@
+../../evaluation/report_labeler/__init__.py
