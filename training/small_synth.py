@@ -12,18 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers import CLIPVisionConfig
 
 from asarg.processing.checkpoints import write_checksums
-from asarg.training.tiny import tiny_tokenizer
-from modeling_asarg import (
-    AsargConfig,
-    AsargForConditionalGeneration,
-    AsargProcessor,
-    AsargSegmenterConfig,
-    finding_token_count,
-)
+from asarg.training.tiny import asarg_processor, clip_config, llama_config, llava_config, tiny_tokenizer
+from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, AsargSegmenterConfig
 
 
 @dataclass(frozen=True)
@@ -53,30 +46,7 @@ def report_tokenizer(reports: list[str], spec: SmallSynthSpec = SMALL_SYNTH):
 
 
 def vision_config(spec: SmallSynthSpec = SMALL_SYNTH) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=spec.vision_hidden * 4,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-    )
-
-
-def text_config(tokenizer, spec: SmallSynthSpec = SMALL_SYNTH) -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=spec.text_hidden,
-        intermediate_size=spec.text_hidden * 4,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.text_heads,
-        num_key_value_heads=spec.text_heads,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=spec.max_positions,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    return clip_config(spec.image_size, spec.patch_size, spec.vision_hidden, spec.vision_layers, spec.vision_heads, 4)
 
 
 def small_synth_config(
@@ -91,13 +61,14 @@ def small_synth_config(
     seg inputs come precomputed, e.g. ground-truth masks)."""
     if isinstance(segmenter_settings, dict):
         segmenter_settings = AsargSegmenterConfig(**segmenter_settings)
-    llava = LlavaConfig(
-        vision_config=vision_config(spec),
-        text_config=text_config(tokenizer, spec),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=(spec.image_size // spec.patch_size) ** 2,
+    text = llama_config(
+        tokenizer, spec.text_hidden, spec.text_layers, spec.text_heads, 4, spec.max_positions, tie=True
+    )
+    llava = llava_config(
+        tokenizer,
+        vision_config(spec),
+        text,
         vision_feature_layer=-1,  # the layer the vision pretraining head reads (a 4-layer tower has no spare layer)
-        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
     seg = {"segmenter_config": segmenter_settings, "use_seg_features": use_seg_features, "use_seg_maps": use_seg_maps}
@@ -106,23 +77,8 @@ def small_synth_config(
     return AsargConfig.from_llava_config(llava, **seg, **overrides)
 
 
-def image_processor(spec: SmallSynthSpec = SMALL_SYNTH) -> CLIPImageProcessorPil:
-    side = spec.image_size
-    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-
-
 def small_synth_processor(tokenizer, config: AsargConfig, spec: SmallSynthSpec = SMALL_SYNTH) -> AsargProcessor:
-    segmenter = config.segmenter_config
-    return AsargProcessor(
-        image_processor=image_processor(spec),
-        tokenizer=tokenizer,
-        patch_size=spec.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=1,  # CLIP's CLS token
-        seg_image_size=segmenter.image_size if segmenter is not None else None,
-        num_seg_classes=config.num_seg_classes,
-        num_finding_tokens=finding_token_count(config),
-    )
+    return asarg_processor(tokenizer, config, spec.image_size)
 
 
 ARMS = {
@@ -173,7 +129,6 @@ __all__ = [
     "build_arm_checkpoints",
     "SMALL_SYNTH",
     "SmallSynthSpec",
-    "image_processor",
     "report_tokenizer",
     "small_synth_config",
     "small_synth_processor",

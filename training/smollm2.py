@@ -27,7 +27,8 @@ from transformers import AddedToken, AutoConfig, LlamaConfig, LlavaConfig
 
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.outputs import check_output_dir, staged_dir
-from asarg.training.small_synth import SMALL_SYNTH, image_processor, vision_config
+from asarg.training.small_synth import SMALL_SYNTH, vision_config
+from asarg.training.tiny import clip_image_processor
 from modeling_asarg import AsargConfig, AsargForConditionalGeneration, AsargProcessor, finding_token_count
 from modeling_asarg.modeling_asarg import ASARG_CONFIG_FIELDS
 
@@ -192,7 +193,7 @@ def smollm2_processor(tokenizer, config: AsargConfig, sources: Sources) -> Asarg
         {} if segmenter is None else {"seg_image_mean": segmenter.image_mean, "seg_image_std": segmenter.image_std}
     )
     return AsargProcessor(
-        image_processor=source.image_processor if source is not None else image_processor(SMALL_SYNTH),
+        image_processor=source.image_processor if source is not None else clip_image_processor(SMALL_SYNTH.image_size),
         tokenizer=tokenizer,
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,

@@ -45,34 +45,54 @@ def tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 300) -> Pr
     )
 
 
-def tiny_llava_config(tokenizer, image_size: int = 32, patch_size: int = 8, hidden: int = 32) -> LlavaConfig:
-    vision = CLIPVisionConfig(
+def clip_config(
+    image_size: int, patch_size: int, hidden: int, layers: int, heads: int, mlp_ratio: int
+) -> CLIPVisionConfig:
+    """A CLIP-style ViT of these sizes (the one vision layout every model built from code uses)."""
+    return CLIPVisionConfig(
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        intermediate_size=hidden * mlp_ratio,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         image_size=image_size,
         patch_size=patch_size,
     )
-    text = LlamaConfig(
+
+
+def llama_config(
+    tokenizer, hidden: int, layers: int, heads: int, mlp_ratio: int, max_positions: int = 512, tie: bool = False
+) -> LlamaConfig:
+    """A Llama-style LM of these sizes over `tokenizer`'s vocabulary and special tokens."""
+    return LlamaConfig(
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        intermediate_size=hidden * mlp_ratio,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         vocab_size=len(tokenizer),
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def llava_config(tokenizer, vision: CLIPVisionConfig, text: LlamaConfig, **kwargs) -> LlavaConfig:
+    """LLaVA over `vision` and `text`, with one image token per patch; `kwargs` are LlavaConfig's."""
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=(image_size // patch_size) ** 2,
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
         pad_token_id=tokenizer.pad_token_id,
+        **kwargs,
     )
+
+
+def tiny_llava_config(tokenizer, image_size: int = 32, patch_size: int = 8, hidden: int = 32) -> LlavaConfig:
+    vision = clip_config(image_size, patch_size, hidden, layers=2, heads=2, mlp_ratio=2)
+    return llava_config(tokenizer, vision, llama_config(tokenizer, hidden, layers=2, heads=2, mlp_ratio=2))
 
 
 def tiny_asarg_config(
@@ -100,13 +120,15 @@ def tiny_asarg_config(
     return AsargConfig.from_llava_config(tiny_llava_config(tokenizer), **{**seg_fields, **overrides})
 
 
-def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+def clip_image_processor(side: int) -> CLIPImageProcessorPil:
+    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
+
+def asarg_processor(tokenizer, config, image_size: int) -> AsargProcessor:
+    """The processor of a model built from code: CLIP's image processor at `image_size`, the rest from `config`."""
     segmenter = getattr(config, "segmenter_config", None)
     return AsargProcessor(
-        image_processor=image_processor,
+        image_processor=clip_image_processor(image_size),
         tokenizer=tokenizer,
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
@@ -115,6 +137,10 @@ def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
         num_seg_classes=getattr(config, "num_seg_classes", None),
         num_finding_tokens=finding_token_count(config),
     )
+
+
+def tiny_processor(tokenizer, config, image_size: int = 32) -> AsargProcessor:
+    return asarg_processor(tokenizer, config, image_size)
 
 
 def tiny_asarg(seed: int = 0, **config_kwargs) -> tuple[AsargForConditionalGeneration, AsargProcessor]:

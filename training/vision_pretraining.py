@@ -28,7 +28,8 @@ from asarg.processing.atomic import atomic_write
 from asarg.processing.synthcxr.dataset import read_manifest
 from modeling_asarg.processing_asarg import pad_to_square, to_rgb_image
 
-from .small_synth import SMALL_SYNTH, SmallSynthSpec, image_processor, vision_config
+from .small_synth import SMALL_SYNTH, SmallSynthSpec, vision_config
+from .tiny import clip_image_processor
 
 TOWER_DIR = "vision_tower"
 METRICS_FILE = "vision_metrics.json"
@@ -56,7 +57,7 @@ def label_targets(labels: dict) -> np.ndarray:
 def load_split(root, split: str, spec: SmallSynthSpec, limit: int | None = None):
     """(pixel_values (N,3,S,S), targets (N,14)) of one SynthCXR split."""
     records = read_manifest(root, split)[:limit]
-    processor = image_processor(spec)
+    processor = clip_image_processor(spec.image_size)
     images = []
     for rec in records:
         with Image.open(Path(root) / rec["image"]) as image:
