@@ -87,6 +87,20 @@ CANDIDATES = (
         ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
         + ("--finding_alignment_epochs", "40", "--finding_sides", "all"),
     ),
+    # Session 9: the report opens with what the film shows (PLAN.md, R10).
+    Candidate(
+        "R10",
+        "R8 + findings-first training reports (devices, then other asserted findings, then the rest); corrected prompt",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + (
+            "--finding_alignment_epochs",
+            "40",
+            "--finding_token_label_rate",
+            "0.5",
+            "--report_order",
+            "findings_first",
+        ),
+    ),
 )
 
 

@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from asarg.evaluation.report_labeler import CHEXPERT_LABELS
-from asarg.evaluation.report_labeler.findings import finding_label_rows
+from asarg.evaluation.report_labeler.findings import finding_label_rows, findings_first
 from asarg.processing.atomic import atomic_write
 from asarg.processing.checkpoints import write_checksums
 from asarg.processing.loaders import LOADERS, load_dataset_by_format
@@ -42,6 +42,8 @@ from asarg.training.model_setup import (
     strip_segmenter,
 )
 from modeling_asarg import AsargConfig
+
+REPORT_ORDERS = ("as_written", "findings_first")
 
 
 @dataclass
@@ -70,6 +72,14 @@ class AsargScriptArguments(ScriptArguments):
             "help": "With new finding tokens: first train the projector and their classifier on the findings alone "
             "(no language model) for up to this many epochs, early-stopped on a tenth of the training studies, which "
             "also set each finding's threshold; 0 = off."
+        },
+    )
+    report_order: str = field(
+        default="as_written",
+        metadata={
+            "help": "The training reports' sentence order: as_written, or findings_first (support devices, then other "
+            "asserted findings, then the rest; stable within each group). Evaluation reports stay as written.",
+            "choices": list(REPORT_ORDERS),
         },
     )
     strict: bool = field(
@@ -140,6 +150,22 @@ def split(data, name: str, limit: int | None):
     ds = data[name].select(range(min(limit, len(data[name])))) if limit is not None else data[name]
     # Only what the collator reads: remove_unused_columns=False switches TRL's column filter off.
     return ds.select_columns(["images", "messages"])
+
+
+def with_report_order(ds, order: str):
+    """`ds` with each report's sentences in `order` (`REPORT_ORDERS`; `findings_first`: `findings.findings_first`)."""
+    if order not in REPORT_ORDERS:
+        raise ValueError(f"report_order={order!r}: choose one of {list(REPORT_ORDERS)}.")
+    if order == "as_written":
+        return ds
+
+    def reorder(batch):
+        reports = findings_first([messages[-1]["content"][-1]["text"] for messages in batch["messages"]])
+        for messages, report in zip(batch["messages"], reports, strict=True):
+            messages[-1]["content"][-1]["text"] = report
+        return {"messages": batch["messages"]}
+
+    return ds.map(reorder, batched=True, batch_size=1000, desc="report order")
 
 
 def with_finding_labels(ds, sides: Sequence[str] = ()):
@@ -362,6 +388,7 @@ def main(script_args: AsargScriptArguments, training_args: SFTConfig, model_args
 
     model, processor, on_disk = load_model(model_args)
     train, evals = load_splits(script_args, evaluate=training_args.eval_strategy != "no")
+    train = with_report_order(train, script_args.report_order)
     collator = None
     if script_args.seg_cache_dir:
         train, evals, collator = with_seg_cache(

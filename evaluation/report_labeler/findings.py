@@ -34,6 +34,28 @@ _SIDE = {side: re.compile(rf"\b{side}\b") for side in SIDES}
 _BOTH = re.compile(r"\b(?:bilateral|bilaterally|bibasilar|bibasal|both)\b")
 
 
+def findings_first(reports: Sequence[str]) -> list[str]:
+    """Each report with its sentences in a fixed order, stable within each group: first the sentences that assert a
+    support device, then those that assert another finding (positive or uncertain), then the rest (normal and negated
+    statements); joined by single spaces. A training-text option (`asarg sft --report_order findings_first`): the
+    report then opens with what the film shows, as a radiologist's "Lines and tubes" section does."""
+    reports = validate_reports(reports)
+    pieces = [split_sentences(report) for report in reports]
+    flat = [sentence for piece in pieces for sentence in piece]
+    if not flat:
+        return [" ".join(piece) for piece in pieces]
+    asserted = np.isin(label_reports(flat), (1, -1))
+    devices, normal = CHEXPERT_LABELS.index("Support Devices"), CHEXPERT_LABELS.index("No Finding")
+    other = np.delete(asserted, [devices, normal], axis=1).any(axis=1)
+    rank = np.where(asserted[:, devices], 0, np.where(other, 1, 2))
+    out, start = [], 0
+    for piece in pieces:
+        order = sorted(range(len(piece)), key=lambda k: rank[start + k])
+        out.append(" ".join(piece[k] for k in order))
+        start += len(piece)
+    return out
+
+
 def check_sided(observations: Sequence[str]) -> list[str]:
     """`observations` as a list, or a ValueError naming the first that is not a one-sided CheXpert observation."""
     observations = list(observations)
@@ -100,4 +122,12 @@ def finding_label_rows(reports, sided: Sequence[str] = ()) -> np.ndarray:
     return rows.astype(np.int8)
 
 
-__all__ = ["SIDED_OBSERVATIONS", "SIDES", "check_sided", "finding_label_rows", "finding_names", "sided_labels"]
+__all__ = [
+    "SIDED_OBSERVATIONS",
+    "SIDES",
+    "check_sided",
+    "finding_label_rows",
+    "finding_names",
+    "findings_first",
+    "sided_labels",
+]

@@ -39,3 +39,25 @@ def test_the_rows_are_the_observations_then_their_sides():
 def test_an_observation_without_a_side_is_refused():
     with pytest.raises(ValueError, match="'Cardiomegaly' is not a one-sided"):
         finding_names(["Cardiomegaly"])
+
+
+def test_findings_first_puts_devices_then_asserted_findings_first_and_keeps_the_labels():
+    from asarg.evaluation.report_labeler import label_reports
+    from asarg.evaluation.report_labeler.findings import findings_first
+
+    report = (
+        "The lungs are clear. No pneumothorax. Possible trace left pleural effusion. Moderate cardiomegaly. "
+        "Endotracheal tube terminates 4 cm above the carina. Right PICC tip in the SVC."
+    )
+    ordered = findings_first([report, "", "Heart size is normal. No effusion."])
+    assert ordered[0] == (
+        "Endotracheal tube terminates 4 cm above the carina. Right PICC tip in the SVC. "  # devices, as written
+        "Possible trace left pleural effusion. Moderate cardiomegaly. "  # asserted (uncertain counts), as written
+        "The lungs are clear. No pneumothorax."
+    )
+    assert ordered[1:] == ["", "Heart size is normal. No effusion."]  # nothing to move: unchanged
+    np.testing.assert_array_equal(
+        label_reports(ordered), label_reports([report, "", "Heart size is normal. No effusion."])
+    )
+    with pytest.raises(ValueError):
+        findings_first([None])

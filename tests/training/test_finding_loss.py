@@ -90,6 +90,19 @@ def test_finding_labels_come_from_the_labeler_and_balancing_draws_rare_findings_
     assert len(balanced) == 100 and share > 0.3  # 5% before; inverse frequency makes it about half
 
 
+def test_report_order_reorders_the_training_reports_and_refuses_an_unknown_order():
+    from asarg.training.sft_asarg import with_report_order
+
+    ds = _dataset(["No pneumothorax. Nasogastric tube in the stomach.", "The lungs are clear."])
+    assert with_report_order(ds, "as_written") is ds
+    reordered = with_report_order(ds, "findings_first")
+    texts = [messages[-1]["content"][-1]["text"] for messages in reordered["messages"]]
+    assert texts == ["Nasogastric tube in the stomach. No pneumothorax.", "The lungs are clear."]
+    assert reordered["messages"][0][0] == ds["messages"][0][0]  # the prompt is untouched
+    with pytest.raises(ValueError, match="report_order='devices_last': choose one of"):
+        with_report_order(ds, "devices_last")
+
+
 def test_the_recipe_trains_the_finding_head(synthcxr, tmp_path, sft, monkeypatch):
     """Through TRL's step, not only the model's forward: TRL's fused LM head calls the backbone directly, so a finding
     loss read from the trainer's outputs once had no gradient and the head never moved (measured in issue 20)."""
