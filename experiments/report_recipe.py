@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
 from asarg.processing.atomic import atomic_write
 from asarg.processing.synthcxr.dataset import read_manifest
 
@@ -112,6 +113,9 @@ def run_candidate(candidate: Candidate, out: Path, init: Path, data: Path, setti
         evaluate_run(run_dir, val, data, name="validation.json")
     result = json.loads(done.read_text())
     reports = result["reports"]
+    devices = CHEXPERT_LABELS.index("Support Devices")
+    written = label_reports(reports)[:, devices] == 1
+    shown = label_reports([rec["findings_text"] for rec in val[: len(reports)]])[:, devices] == 1
     return {
         "name": candidate.name,
         "change": candidate.change,
@@ -121,17 +125,23 @@ def run_candidate(candidate: Candidate, out: Path, init: Path, data: Path, setti
         "per_label": {label: result["ce"]["per_label"][label]["f1"] for label in FOCUS},
         "distinct_reports": len(set(reports)) / len(reports),
         "most_common_report": Counter(reports).most_common(1)[0][1] / len(reports),
+        # The share of reports with a device sentence, on the films whose reference has devices and on the others.
+        "devices_written": {"with": float(written[shown].mean()), "without": float(written[~shown].mean())},
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| run | change | micro | macro | " + " | ".join(FOCUS) + " | distinct reports |"
-    lines = [head, "|---" * (5 + len(FOCUS)) + "|"]
+    head = (
+        "| run | change | micro | macro | "
+        + " | ".join(FOCUS)
+        + " | distinct reports | device sentence (films with / without devices) |"
+    )
+    lines = [head, "|---" * (6 + len(FOCUS)) + "|"]
     for row in rows:
         labels = " | ".join(f"{row['per_label'][label]:.2f}" for label in FOCUS)
         lines.append(
             f"| {row['name']} | {row['change']} | {row['f1_micro']:.3f} | {row['f1_macro']:.3f} | {labels} | "
-            f"{row['distinct_reports']:.0%} |"
+            f"{row['distinct_reports']:.0%} | {row['devices_written']['with']:.0%} / {row['devices_written']['without']:.0%} |"
         )
     return "\n".join(lines)
 
