@@ -12,7 +12,7 @@ The design, fixed in `docs/results/ablation/PREREGISTRATION.md` and held by `Abl
   every arm of that seed in both regimes; the training seed s (data order, finding-balanced draw) shared by every arm.
 - **Arms.** baseline, features, maps, features + maps; features + maps vs baseline is the primary comparison and runs
   at every seed; features and maps alone run on the first `secondary_seeds` seeds.
-- **Recipe.** The small-synth recipe with issue 20's changes (`DefaultModelSettings().recipe`), the seg arms reading
+- **Recipe.** The small-synth recipe with issue 20's changes as pre-registered (`FINDING_TOKEN_RECIPE`), the seg arms reading
   the seg cache (the specialist is frozen), on `train_studies` studies of their own SynthCXR seed.
 - **Test set.** Every study of a SynthCXR seed used by nothing else (`test`), the same for every run.
 - **Endpoints**, per run, written beside it: `likelihood.json` (teacher-forced: per study and observation log p(positive
@@ -47,7 +47,7 @@ from asarg.processing.checkpoints import MANIFEST
 from asarg.processing.synthcxr.dataset import SPLITS, read_manifest
 from asarg.training.small_synth import ARMS
 
-from .default_model import DefaultModelSettings
+from .default_model import FINDING_TOKEN_RECIPE
 from .steps import QUICK, ReproduceSettings, _done, build_init, make_data, prepare_specialists, train_run
 
 REGIMES = ("pretrained", "random")
@@ -55,10 +55,6 @@ ENDPOINTS = ("label_auroc", "ce_micro_f1")  # the first is the primary endpoint
 VARIANTS = ("maps_removed", "degraded_segmenter")
 PRIMARY_ARM = "features+maps"
 CONTROL = "baseline"
-
-
-def _recipe() -> tuple[str, ...]:
-    return tuple(DefaultModelSettings().recipe)
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ class AblationSettings:
     test: tuple[int, int] = (2000, 2222)  # (studies, seed): every study of this seed is a test study
     steps: int = 800
     batch_size: int = 16
-    recipe: tuple[str, ...] = field(default_factory=_recipe)  # issue 20's recipe changes, read, never copied
+    recipe: tuple[str, ...] = FINDING_TOKEN_RECIPE  # issue 20's recipe as pre-registered (R7), read, never copied
     seg_cache: bool = True  # the seg arms read the frozen specialist's output from a cache shared by every run
     degraded_segmenter: tuple[int, int] = (1, 150)  # (epochs, studies) of the cut-short specialist
     primary_endpoint: str = "label_auroc"

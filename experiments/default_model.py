@@ -37,6 +37,14 @@ MODEL_FILES = (
 )
 
 
+# Issue 20's screening (docs/results/report_recipe/): finding loss, balanced sampling, finding tokens and their
+# alignment (R7). Issue 22's ablation pre-registered this recipe and runs it unchanged (`AblationSettings.recipe`).
+FINDING_TOKEN_RECIPE = (
+    *("--finding_loss_weight", "1.0", "--finding_balance", "0.5"),
+    *("--finding_tokens", "true", "--finding_alignment_epochs", "40"),
+)
+
+
 @dataclass(frozen=True)
 class DefaultModelSettings:
     data: tuple[int, int] = (8000, 303)  # (studies, seed) of its training set; seeds 0/101/202 are the grid's
@@ -46,10 +54,7 @@ class DefaultModelSettings:
     seed: int = 0
     # Recipe changes on top of the small-synth recipe, in both stages: issue 20's screening
     # (docs/results/report_recipe/) chooses them on validation studies of another seed.
-    recipe: tuple[str, ...] = (
-        *("--finding_loss_weight", "1.0", "--finding_balance", "0.5"),
-        *("--finding_tokens", "true", "--finding_alignment_epochs", "40"),
-    )
+    recipe: tuple[str, ...] = FINDING_TOKEN_RECIPE
     # Stage 2 (refine): from stage 1, on a fresh set, everything but the specialist trained at a lower rate — the
     # frozen tower caps what the report model can see (it never learned devices, pneumothorax, atelectasis).
     refine_data: tuple[int, int] = (8000, 505)
@@ -270,6 +275,7 @@ def replace_steps(settings, default: DefaultModelSettings):
 
 
 __all__ = [
+    "FINDING_TOKEN_RECIPE",
     "DefaultModelSettings",
     "QUICK_DEFAULT",
     "choose_decoding",
