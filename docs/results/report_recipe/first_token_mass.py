@@ -3,11 +3,12 @@ on tokens that only start device sentences (in the training reports), on validat
 The prompt ends with "ASSISTANT:" and the first word carries its space, as in training (the processor's generation
 prompt used to end with the space itself, a token training never saw there; fixed in session 8).
 
-    python docs/results/report_recipe/first_token_mass.py   # reads runs/r20/runs/R8 and runs/data/synth-606
+    python docs/results/report_recipe/first_token_mass.py [RUN]   # RUN: runs/r20/runs/R8 (default); runs/data/synth-606
 """
 
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from asarg.evaluation.report_labeler import CHEXPERT_LABELS, label_reports
 from asarg.processing.inference import load_for_generation, prompt_text
 from asarg.processing.synthcxr.dataset import read_manifest
 
-model, processor = load_for_generation("runs/r20/runs/R8")
+model, processor = load_for_generation(sys.argv[1] if len(sys.argv) > 1 else "runs/r20/runs/R8")
 tok = processor.tokenizer
 train = read_manifest(Path("runs/data/synth-606"), "train")[:4000]
 DEV = re.compile(r"tube|line|catheter|pacemaker|wire|clip|PICC|port", re.I)
