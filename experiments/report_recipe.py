@@ -102,6 +102,20 @@ CANDIDATES = (
             "findings_first",
         ),
     ),
+    # R10's device sentences are imprecise: the opening follows the token only when training always forces it (R12).
+    Candidate(
+        "R12",
+        "R10 with verdict forcing at rate 1.0 (every training sample's finding tokens from its labels); corrected prompt",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + (
+            "--finding_alignment_epochs",
+            "40",
+            "--finding_token_label_rate",
+            "1.0",
+            "--report_order",
+            "findings_first",
+        ),
+    ),
 )
 
 
