@@ -397,9 +397,8 @@ def _finding_traces(model, encoded, sentences, tokens, named, seg) -> list[Sente
         vision = base.get_vision_features(pixel_values)
         seg_tokens = base.get_seg_tokens(pixel_values, seg_maps=maps, seg_features=features)
         image_tokens = base.project_image_tokens(vision, seg_tokens)
-        verdicts = base.finding_tokens.relative(base.finding_logits(image_tokens)[0].float())
-        patches = grid[0] * grid[1]
-        attention = base.finding_tokens.attention(image_tokens[:, : -config.num_finding_labels])[0, :, -patches:]
+        verdicts = base.finding_tokens.relative(base.finding_logits(image_tokens, seg_tokens)[0].float())
+        attention = base.finding_attention(image_tokens, seg_tokens)[0, :, -grid[0] * grid[1] :]
         inputs = {k: encoded[k].to(device) for k in ("input_ids", "attention_mask", "pixel_values")}
         if features is not None:
             inputs["seg_features"] = features

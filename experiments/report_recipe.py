@@ -116,6 +116,14 @@ CANDIDATES = (
             "findings_first",
         ),
     ),
+    # Issue 21 (docs/results/tracing/PLAN.md, R11): the sided tokens pool only their side's anatomy.
+    Candidate(
+        "R11",
+        "R10 + sided finding tokens gated by anatomy (each side's token pools only that side's patches)",
+        ("--finding_loss_weight", "1.0", "--finding_balance", "0.5", "--finding_tokens", "true")
+        + ("--finding_alignment_epochs", "40", "--finding_token_label_rate", "0.5", "--report_order", "findings_first")
+        + ("--finding_sides", "all", "--finding_side_gate", "true"),
+    ),
 )
 
 

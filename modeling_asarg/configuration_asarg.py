@@ -288,6 +288,11 @@ class AsargConfig(LlavaConfig):
     finding_sides (`list[str]` or `None`): with `finding_tokens`, one-sided CheXpert observations (e.g. "Pleural
         Effusion") that also get a finding per side, right then left, after the 14 observations, so the verdicts
         carry the side (`num_finding_labels` counts them: 14 + 2 per observation). `None` (default): no sides.
+    finding_side_gate (`bool`): with `finding_sides` and `use_seg_maps`: each sided finding's attention pools only the
+        patches of its side, by the anatomy the seg maps give (`side_class_indices`: the classes whose names say
+        "right" or "left", e.g. "right lung", "posterior 4th rib left"; the patient's side, as reports name it). A
+        patch's attention score gets the log of its side's coverage, so a patch outside the side gets no weight.
+        False (default): free attention.
     num_finding_labels (`int`): the number of findings the head predicts (14: CheXpert's observations, plus two per
         entry of `finding_sides`).
     """
@@ -320,6 +325,7 @@ class AsargConfig(LlavaConfig):
     finding_token_temperature: float = 1.0
     finding_token_label_rate: float = 0.0
     finding_sides: list[str] | None = None
+    finding_side_gate: bool = False
     num_finding_labels: int = 14
 
     def __post_init__(self, **kwargs):
@@ -400,6 +406,12 @@ class AsargConfig(LlavaConfig):
             )
         return groups
 
+    def side_class_indices(self) -> tuple[list[int], list[int]]:
+        """The map channels of the patient's right and of the left: the classes whose names carry the word "right" /
+        "left" (`finding_side_gate` gates the sided finding tokens with them)."""
+        words = [set(name.lower().replace("_", " ").split()) for name in self.seg_class_names]
+        return tuple([i for i, w in enumerate(words) if side in w] for side in ("right", "left"))
+
     def _check_seg_fields(self) -> None:
         for name in ("seg_map_dropout", "seg_group_dropout", "seg_all_maps_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -435,6 +447,16 @@ class AsargConfig(LlavaConfig):
                 f"finding_sides {self.finding_sides} need finding_tokens=true and num_finding_labels counting them "
                 f"(the observations plus 2 per sided one), got finding_tokens={self.finding_tokens} and "
                 f"num_finding_labels={self.num_finding_labels}."
+            )
+        if self.finding_side_gate and not (self.finding_sides and self.use_seg_maps):
+            raise ValueError(
+                "finding_side_gate gates the sided finding tokens with the seg maps: it needs finding_sides and "
+                f"use_seg_maps=true, got finding_sides={self.finding_sides} and use_seg_maps={self.use_seg_maps}."
+            )
+        if self.finding_side_gate and not all(self.side_class_indices()):
+            raise ValueError(
+                "finding_side_gate needs seg classes named for each side (a word 'right' or 'left' in "
+                f"seg_class_names, e.g. 'right lung'); these maps have none for one side: {self.seg_class_names}."
             )
         if self.finding_tokens and not self.finding_loss_weight:
             raise ValueError(

@@ -130,14 +130,27 @@ class AsargFindingTokens(nn.Module):
         self.absent = nn.Parameter(torch.empty(findings, hidden))
         self.present = nn.Parameter(torch.empty(findings, hidden))
 
-    def attention(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """`(B, N, H)` projected image tokens -> `(B, K, N)`: where each finding's query looks (rows sum to 1)."""
+    def attention(self, image_tokens: torch.Tensor, side_coverage: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens -> `(B, K, N)`: where each finding's query looks (rows sum to 1). With
+        `side_coverage` `(B, 2, N)` (how much of each token's patch is the patient's right, and left, in [0, 1];
+        `config.finding_side_gate`), each sided finding's scores get the log of its side's coverage."""
         scores = torch.einsum("bnh,kh->bkn", image_tokens, self.queries) * image_tokens.shape[-1] ** -0.5
+        if side_coverage is not None:
+            scores = scores + self.side_bias(side_coverage)
         return scores.softmax(-1)
 
-    def logits(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """`(B, N, H)` projected image tokens -> `(B, K)` finding logits."""
-        pooled = torch.einsum("bkn,bnh->bkh", self.attention(image_tokens), image_tokens)
+    def side_bias(self, side_coverage: torch.Tensor) -> torch.Tensor:
+        """`(B, 2, N)` right and left coverage -> `(B, K, N)` attention bias: 0 for the observations, the log of the
+        side's coverage (floored at 1e-4) for each sided finding (right then left, as `finding_names` orders them)."""
+        sided = len(self.config.finding_sides or ())
+        batch, _, n = side_coverage.shape
+        log_cover = side_coverage.clamp_min(1e-4).log()
+        plain = log_cover.new_zeros(batch, self.config.num_finding_labels - 2 * sided, n)
+        return torch.cat([plain, log_cover.repeat(1, sided, 1)], 1)
+
+    def logits(self, image_tokens: torch.Tensor, side_coverage: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, N, H)` projected image tokens (and their side coverage, see `attention`) -> `(B, K)` finding logits."""
+        pooled = torch.einsum("bkn,bnh->bkh", self.attention(image_tokens, side_coverage), image_tokens)
         return (pooled * self.weight).sum(-1) + self.bias
 
     def relative(self, logits: torch.Tensor) -> torch.Tensor:
@@ -158,9 +171,23 @@ class AsargFindingTokens(nn.Module):
         presence = presence[..., None].to(self.present.dtype)
         return self.absent + presence * (self.present - self.absent)
 
-    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_tokens: torch.Tensor, side_coverage: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, N, H)` projected image tokens -> `(B, K, H)` finding tokens."""
-        return self.embed(self.presence(self.logits(image_tokens).detach()))
+        return self.embed(self.presence(self.logits(image_tokens, side_coverage).detach()))
+
+
+@dataclasses.dataclass
+class AsargImageOutput(BaseModelOutputWithPooling):
+    r"""
+    The vision tower's output with the projected image tokens as `pooler_output` (LLaVA's), and with
+    `config.finding_tokens` the finding classifier's logits.
+
+    finding_logits (`torch.FloatTensor` of shape `(batch_size, num_finding_labels)`, *optional*):
+        The logits from which the finding tokens were built, with their gradients: what the finding loss trains and
+        verdict forcing replaces.
+    """
+
+    finding_logits: torch.FloatTensor | None = None
 
 
 def finding_bce(logits: torch.Tensor, finding_labels: torch.Tensor) -> torch.Tensor:
@@ -536,24 +563,62 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         it gets zero seg columns. Public seam, with `get_vision_features` and `get_seg_tokens`, for counterfactuals
         that change one image's seg columns without running the vision tower again. With `config.finding_tokens` the
         K finding tokens follow the N image tokens: `(B, N + K, H)`."""
-        if seg_tokens is not None and seg_tokens.shape[1] == vision_features.shape[1] - 1:
-            seg_tokens = torch.cat([seg_tokens.new_zeros(seg_tokens.shape[0], 1, seg_tokens.shape[2]), seg_tokens], 1)
-        if seg_tokens is not None and seg_tokens.shape[1] != vision_features.shape[1]:
-            raise ValueError(
-                f"The vision tower gave {vision_features.shape[1]} tokens per image but the patch grid has "
-                f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
-            )
+        return self._project(vision_features, seg_tokens)[0]
+
+    def _project(self, vision_features, seg_tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`project_image_tokens`, and the finding logits its finding tokens were built from (None without them)."""
+        seg_tokens = self._seg_per_token(seg_tokens, vision_features.shape[1])
         projected = self.multi_modal_projector(vision_features, seg_tokens)
         if self.finding_tokens is None:
-            return projected
-        return torch.cat([projected, self.finding_tokens(projected)], 1)
+            return projected, None
+        head = self.finding_tokens
+        logits = head.logits(projected, self.side_coverage(seg_tokens))
+        return torch.cat([projected, head.embed(head.presence(logits.detach()))], 1), logits
 
-    def finding_logits(self, image_tokens: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _seg_per_token(seg_tokens: torch.Tensor | None, num_tokens: int) -> torch.Tensor | None:
+        """Seg columns on the patch grid -> one row per vision token (a CLS token's: zeros)."""
+        if seg_tokens is not None and seg_tokens.shape[1] == num_tokens - 1:
+            seg_tokens = torch.cat([seg_tokens.new_zeros(seg_tokens.shape[0], 1, seg_tokens.shape[2]), seg_tokens], 1)
+        if seg_tokens is not None and seg_tokens.shape[1] != num_tokens:
+            raise ValueError(
+                f"The vision tower gave {num_tokens} tokens per image but the patch grid has "
+                f"{seg_tokens.shape[1]}; ASaRG needs a square-patch vision tower whose tokens form that grid."
+            )
+        return seg_tokens
+
+    def side_coverage(self, seg_tokens: torch.Tensor | None) -> torch.Tensor | None:
+        """`(B, 2, N)`: how much of each token's patch is the patient's right, and left (the largest coverage among
+        the maps of that side, `config.side_class_indices`), from its seg columns; None unless
+        `config.finding_side_gate`. A token whose maps are all removed (or a CLS token) covers neither side."""
+        if not self.config.finding_side_gate:
+            return None
+        if seg_tokens is None:
+            raise ValueError(
+                "This model's sided finding tokens are gated by anatomy (config.finding_side_gate): give the seg "
+                "columns the image tokens were projected with (`get_seg_tokens`)."
+            )
+        maps = seg_tokens[..., -self.config.num_seg_classes :]
+        return torch.stack([maps[..., side].amax(-1) for side in self.config.side_class_indices()], 1)
+
+    def finding_logits(self, image_tokens: torch.Tensor, seg_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, K)` logits of the finding-token classifier (`config.finding_tokens`) for `(B, N + K, H)` image tokens as
-        `project_image_tokens` returns them (the last K are the finding tokens themselves)."""
+        `project_image_tokens` returns them (the last K are the finding tokens themselves), and the seg columns they
+        were projected with (needed with `config.finding_side_gate`)."""
+        tokens, coverage = self._finding_inputs(image_tokens, seg_tokens)
+        return self.finding_tokens.logits(tokens, coverage)
+
+    def finding_attention(self, image_tokens: torch.Tensor, seg_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, K, N)`: where each finding's classifier looks over the N image tokens (arguments as in
+        `finding_logits`); each row sums to 1."""
+        tokens, coverage = self._finding_inputs(image_tokens, seg_tokens)
+        return self.finding_tokens.attention(tokens, coverage)
+
+    def _finding_inputs(self, image_tokens, seg_tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.finding_tokens is None:
             raise ValueError("This model has no finding tokens (config.finding_tokens is False).")
-        return self.finding_tokens.logits(image_tokens[:, : -self.config.num_finding_labels])
+        tokens = image_tokens[:, : -self.config.num_finding_labels]
+        return tokens, self.side_coverage(self._seg_per_token(seg_tokens, tokens.shape[1]))
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """LLaVA's, with a message that counts image tokens against image features (LLaVA's counts feature elements)
@@ -618,16 +683,17 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         this method with the model kwargs that its signature names.
 
         Returns:
-            The vision tower's `BaseModelOutputWithPooling`, whose `pooler_output` is a list with one
-            `(num_tokens, text_hidden_size)` tensor of projected features per image.
+            An `AsargImageOutput`: the vision tower's output, whose `pooler_output` is a list with one
+            `(num_tokens, text_hidden_size)` tensor of projected features per image, and the finding logits.
         """
         image_outputs, vision_features = self._vision_tokens(
             pixel_values, vision_feature_layer, vision_feature_select_strategy, **kwargs
         )
         seg_inputs = {"seg_pixel_values": seg_pixel_values, "seg_maps": seg_maps, "seg_features": seg_features}
         seg_tokens = self.get_seg_tokens(pixel_values, **seg_inputs)
-        image_outputs.pooler_output = list(self.project_image_tokens(vision_features, seg_tokens))
-        return image_outputs
+        tokens, finding_logits = self._project(vision_features, seg_tokens)
+        image_outputs.pooler_output = list(tokens)
+        return AsargImageOutput(**image_outputs, finding_logits=finding_logits)
 
     def _encode_images(
         self, pixel_values, mm_encoder_outputs, **image_kwargs
@@ -649,13 +715,19 @@ class AsargModel(AsargPreTrainedModel, LlavaModel):
         keep the classifier's verdict) instead of the classifier's verdicts. Returns a copy of `image_outputs`."""
         head, count = self.finding_tokens, self.config.num_finding_labels
         tokens = torch.stack(list(image_outputs.pooler_output))
-        presence = head.presence(head.logits(tokens[:, :-count]).detach())
+        presence = head.presence(self._image_finding_logits(image_outputs).detach())
         labels = finding_labels.to(presence.device)
         forced = torch.rand(labels.shape[0], 1, device=labels.device) < self.config.finding_token_label_rate
         presence = torch.where(forced & (labels >= 0), labels.to(presence.dtype), presence)
         image_outputs = type(image_outputs)(**image_outputs)
         image_outputs.pooler_output = list(torch.cat([tokens[:, :-count], head.embed(presence)], 1))
         return image_outputs
+
+    def _image_finding_logits(self, image_outputs) -> torch.Tensor:
+        """The finding logits `get_image_features` gave with `image_outputs`; recomputed from the image tokens for
+        outputs built elsewhere (e.g. a caller's own `mm_encoder_outputs`)."""
+        logits = getattr(image_outputs, "finding_logits", None)
+        return self.finding_logits(torch.stack(list(image_outputs.pooler_output))) if logits is None else logits
 
     @can_return_tuple
     def forward(
@@ -818,7 +890,7 @@ class AsargForConditionalGeneration(AsargPreTrainedModel, LlavaForConditionalGen
                 f"the head {self.config.num_finding_labels} labels: give one row per image (one image per sample)."
             )
         if self.finding_head is None:
-            logits = self.model.finding_logits(tokens)
+            logits = self.model._image_finding_logits(image_outputs)
         else:
             logits = self.finding_head(tokens.mean(1))
         return logits, finding_bce(logits, finding_labels)
@@ -922,6 +994,7 @@ __all__ = [
     "AsargCxasUNetSegmenter",
     "AsargFindingTokens",
     "AsargForConditionalGeneration",
+    "AsargImageOutput",
     "AsargModel",
     "AsargMultiModalProjector",
     "AsargPreTrainedModel",

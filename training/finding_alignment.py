@@ -92,8 +92,8 @@ def align_findings(
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
 
     def logits_of(rows: torch.Tensor) -> torch.Tensor:
-        tokens = base.project_image_tokens(vision[rows], None if seg is None else seg[rows])
-        return base.finding_logits(tokens)
+        seg_rows = None if seg is None else seg[rows]
+        return base.finding_logits(base.project_image_tokens(vision[rows], seg_rows), seg_rows)
 
     best, record = None, {"held_out_loss": [], "train_loss": []}
     generator = torch.Generator().manual_seed(seed)

@@ -133,6 +133,8 @@ def _model_section(config: dict) -> str:
     if config.get("finding_tokens"):
         sides = config.get("finding_sides") or []
         per = "one per CheXpert observation" + (f" and per side of {', '.join(sides)}" if sides else "")
+        if sides and config.get("finding_side_gate"):
+            per += " (each side's query pools only the patches the segmenter marks as that side)"
         lines.append(
             f"- finding tokens: a classifier on the projected image tokens (one attention query per finding) gives "
             f"{config.get('num_finding_labels')} more image tokens, {per}, each between a learned 'absent' and "

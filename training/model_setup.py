@@ -98,6 +98,7 @@ TRAINING_FIELDS = (
     "finding_loss_weight",
     "finding_tokens",
     "finding_token_label_rate",
+    "finding_side_gate",
     "seg_group_dropout",
     "seg_all_maps_dropout",
 )

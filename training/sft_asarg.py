@@ -116,6 +116,13 @@ class AsargModelConfig(ModelConfig):
             "observation; None: the checkpoint's."
         },
     )
+    finding_side_gate: bool | None = field(
+        default=None,
+        metadata={
+            "help": "With finding_sides: each sided finding token pools only the patches of its side's anatomy (the "
+            "seg maps named right / left); None: the checkpoint's."
+        },
+    )
     finding_token_label_rate: float | None = field(
         default=None,
         metadata={

@@ -49,14 +49,17 @@ def clip_config(
     image_size: int, patch_size: int, hidden: int, layers: int, heads: int, mlp_ratio: int
 ) -> CLIPVisionConfig:
     """A CLIP-style ViT of these sizes (the one vision layout every model built from code uses)."""
-    return CLIPVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=hidden * mlp_ratio,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
+    return CLIPVisionConfig(**_sizes(hidden, layers, heads, mlp_ratio), image_size=image_size, patch_size=patch_size)
+
+
+def _sizes(hidden: int, layers: int, heads: int, mlp_ratio: int) -> dict:
+    """The transformer sizes a CLIP and a Llama config name alike."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": hidden * mlp_ratio,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+    }
 
 
 def llama_config(
@@ -64,10 +67,7 @@ def llama_config(
 ) -> LlamaConfig:
     """A Llama-style LM of these sizes over `tokenizer`'s vocabulary and special tokens."""
     return LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=hidden * mlp_ratio,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
+        **_sizes(hidden, layers, heads, mlp_ratio),
         num_key_value_heads=heads,
         vocab_size=len(tokenizer),
         max_position_embeddings=max_positions,

@@ -31,12 +31,12 @@ def finding_logits(model, processor, images: list, batch_size: int = 32) -> np.n
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         inputs = processor(images=chunk, text=[processor.image_token] * len(chunk), return_tensors="pt")
-        tokens = base.get_image_features(
+        encoded = base.get_image_features(
             inputs["pixel_values"], seg_pixel_values=inputs.get("seg_pixel_values"), return_dict=True
-        ).pooler_output
-        tokens = torch.stack(list(tokens))
+        )
+        tokens = torch.stack(list(encoded.pooler_output))
         if base.finding_tokens is not None:
-            rows.append(base.finding_logits(tokens))
+            rows.append(encoded.finding_logits)
         elif model.finding_head is not None:
             rows.append(model.finding_head(tokens.mean(1)))
         else:

@@ -124,7 +124,8 @@ class Tracer:
     @torch.inference_mode()
     def relative_verdicts(self, ctx: dict) -> torch.Tensor:
         """(K,) the finding classifier's logits on the whole film, relative to the findings' thresholds."""
-        logits = self.base.finding_logits(self.base.project_image_tokens(ctx["vision"], ctx["seg"]))[0]
+        tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])
+        logits = self.base.finding_logits(tokens, ctx["seg"])[0]
         return self.base.finding_tokens.relative(logits)
 
     def side_scores(self, ctx: dict) -> dict[str, float] | None:
@@ -144,14 +145,14 @@ class Tracer:
         k = sentence_finding(self.model, ctx["sentence"], self.relative_verdicts(ctx), self.labeler)
         if k is None:
             return None
-        tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])[:, : -self.config.num_finding_labels]
-        weights = self.base.finding_tokens.attention(tokens)[0, k]
-        return weights[tokens.shape[1] - ctx["seg"].shape[1] :].numpy()  # the patches (after a CLS token)
+        tokens = self.base.project_image_tokens(ctx["vision"], ctx["seg"])
+        weights = self.base.finding_attention(tokens, ctx["seg"])[0, k]
+        return weights[weights.shape[0] - ctx["seg"].shape[1] :].numpy()  # the patches (after a CLS token)
 
     @torch.inference_mode()
     def verdicts(self, ctx: dict, seg_rows: torch.Tensor, vision_rows: torch.Tensor, k: int) -> torch.Tensor:
         """The finding classifier's logit for observation `k` under each row's seg columns and vision tokens."""
-        return self.base.finding_logits(self.base.project_image_tokens(vision_rows, seg_rows))[:, k]
+        return self.base.finding_logits(self.base.project_image_tokens(vision_rows, seg_rows), seg_rows)[:, k]
 
     @torch.inference_mode()
     def logliks(self, ctx: dict, seg_rows: torch.Tensor, vision_rows: torch.Tensor) -> torch.Tensor:

@@ -235,3 +235,60 @@ def test_finding_sides_need_tokens_that_count_them():
     with pytest.raises(ValueError, match="num_finding_labels"):
         tiny_asarg_config(tokenizer, finding_tokens=True, num_finding_labels=2, **sides)
     assert tiny_asarg_config(tokenizer, finding_tokens=True, num_finding_labels=16, **sides).finding_sides
+
+
+_GATED = {
+    "finding_loss_weight": 1.0,
+    "finding_tokens": True,
+    "finding_sides": ["Pleural Effusion"],
+    "num_finding_labels": 16,
+    "seg_class_names": ["right lung", "left lung", "heart", "spine"],
+}
+
+
+def _sided_maps(batch: int = 1) -> torch.Tensor:
+    """(B, 4, 32, 32) maps: the patient's right lung on the image's left half, the left lung on its right half."""
+    maps = torch.zeros(batch, 4, 32, 32)
+    maps[:, 0, :, :16], maps[:, 1, :, 16:], maps[:, 2, 8:24, 8:24] = 1.0, 1.0, 1.0
+    return maps
+
+
+def test_the_side_gate_pools_each_sided_token_over_its_own_side_only(make_asarg):
+    """`finding_side_gate`: the right token of a sided observation looks only at patches of the patient's right (by
+    the seg maps), the left token only at the left; the 14 observation tokens look where they did without the gate;
+    the forward's finding logits are the ones the public seam gives for the same seg columns."""
+    gated, processor = make_asarg(**_GATED, finding_side_gate=True)
+    free, _ = make_asarg(**_GATED)
+    free.load_state_dict(gated.state_dict())
+    inputs = _inputs(processor, images=1)
+    maps = _sided_maps()
+    with torch.no_grad():
+        base = gated.model
+        seg = base.get_seg_tokens(inputs["pixel_values"], seg_pixel_values=inputs["seg_pixel_values"], seg_maps=maps)
+        tokens = base.project_image_tokens(base.get_vision_features(inputs["pixel_values"]), seg)
+        looks = base.finding_attention(tokens, seg)[0]
+        free_looks = free.model.finding_attention(tokens, seg)[0]
+        out = gated(**inputs, seg_maps=maps, finding_labels=torch.zeros(1, 16))
+    image_left = torch.zeros(4, 4, dtype=torch.bool)
+    image_left[:, :2] = True
+    right, left = 14, 15  # Pleural Effusion (right), (left)
+    assert looks[right][image_left.flatten()].sum() > 0.999 and looks[left][~image_left.flatten()].sum() > 0.999
+    assert free_looks[right][image_left.flatten()].sum() < 0.9  # without the gate the query looks everywhere
+    assert torch.allclose(looks[:14], free_looks[:14], atol=1e-6)
+    assert torch.allclose(out.finding_logits, base.finding_logits(tokens, seg), atol=1e-5)
+    with pytest.raises(ValueError, match="gated by anatomy"):
+        base.finding_logits(tokens)  # the gate needs the seg columns the tokens were projected with
+
+
+def test_the_side_gate_is_checked():
+    from asarg.training.tiny import tiny_asarg_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match="needs finding_sides"):
+        tiny_asarg_config(
+            tokenizer, **{**_GATED, "finding_sides": None, "num_finding_labels": 14}, finding_side_gate=True
+        )
+    with pytest.raises(ValueError, match="named for each side"):
+        tiny_asarg_config(tokenizer, **{**_GATED, "seg_class_names": None}, finding_side_gate=True)
+    config = tiny_asarg_config(tokenizer, **_GATED, finding_side_gate=True)
+    assert config.side_class_indices() == ([0], [1])

@@ -289,6 +289,11 @@ def test_the_recipe_adds_sided_finding_tokens_and_a_checkpoint_keeps_its_sides(s
             sft, "--model_name_or_path", str(out), "--dataset_name", str(synthcxr),
             "--output_dir", str(tmp_path / "next"), *findings, "--finding_sides", "all",
         )  # fmt: skip
+    with pytest.raises(ValueError, match="named for each side"):  # the gate reaches the config, which checks it
+        run_main(
+            sft, "--dataset_name", str(synthcxr), "--output_dir", str(tmp_path / "gated"), *findings, *sides,
+            "--finding_side_gate", "true",
+        )  # fmt: skip
 
 
 def test_finding_alignment_without_finding_tokens_is_a_clear_error(synthcxr, tmp_path, sft):
